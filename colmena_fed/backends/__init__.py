@@ -1,0 +1,77 @@
+"""Site backends: how the task server reaches one Globus Compute endpoint.
+
+Every backend speaks the same small protocol (`SiteBackend`); the task server never knows
+which one it holds. ``local`` runs an endpoint YAML's engine in-process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from colmena_fed.errors import ConfigError, SiteError
+from colmena_fed.sites import SiteConfig
+from colmena_fed.worker import WorkerReport
+
+#: What a backend hands back for one task: the worker's report, or why the site failed it.
+Outcome = WorkerReport | SiteError
+OutcomeCallback = Callable[[Outcome], None]
+
+
+@dataclass(frozen=True)
+class SiteStatus:
+    """A snapshot of one site's live state, as its endpoint reports it."""
+
+    online: bool
+    detail: str = ""
+    workers: int | None = None
+    idle_workers: int | None = None
+    pending_tasks: int | None = None
+    outstanding_tasks: int | None = None
+    managers: int | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+    updated: float = field(default_factory=time.time)
+
+
+class SiteBackend(Protocol):
+    """What the task server needs from a site."""
+
+    name: str
+    endpoint_id: str
+
+    def start(self, run_dir: Path) -> None:
+        """Start or connect to the endpoint; raise `ConfigError` if its YAML is wrong."""
+
+    def register(self, method: str, function: Callable[..., WorkerReport]) -> None:
+        """Make ``function`` callable on the site under the name ``method``."""
+
+    def submit(
+        self,
+        task_id: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        on_done: OutcomeCallback,
+    ) -> None:
+        """Send one task; ``on_done`` is called exactly once, from any thread."""
+
+    def status(self) -> SiteStatus:
+        """The site's live state (never raises: an unreachable site is offline)."""
+
+    def shutdown(self) -> None:
+        """Stop what `start` started; leaves no worker process behind."""
+
+
+def make_backend(name: str, config: SiteConfig) -> SiteBackend:
+    """The backend that serves ``config``."""
+    if config.local is not None:
+        from colmena_fed.backends.local import LocalBackend
+
+        return LocalBackend(name, config.local)
+    raise ConfigError(
+        f"site {name!r}: the 'globus' backend (endpoint: {config.endpoint}) is not available in "
+        "this version; run the endpoint's YAML in-process with 'local: <endpoint YAML>'"
+    )

@@ -1,0 +1,179 @@
+"""The ``local`` backend: an endpoint YAML's engine, started in this process.
+
+The endpoint YAML is loaded with globus-compute-endpoint's own config loader, so whatever
+validates for ``globus-compute-endpoint start`` validates here. Tasks travel in Globus
+Compute's own message format (messagepack ``Task``/``Result``, ``ComputeSerializer`` buffers),
+exactly as they would from the cloud to a real endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+from globus_compute_common import messagepack
+from globus_compute_common.messagepack.message_types import Result as GCResult
+from globus_compute_common.messagepack.message_types import Task
+from globus_compute_endpoint.endpoint.config.utils import load_config_yaml
+from globus_compute_endpoint.engines.base import GCFuture, GlobusComputeEngineBase
+from globus_compute_sdk.serialize import ComputeSerializer
+
+from colmena_fed.backends import OutcomeCallback, SiteStatus
+from colmena_fed.errors import ConfigError, SiteError
+from colmena_fed.worker import WorkerReport
+
+_ENDPOINT_SCRIPT = "globus-compute-endpoint"
+_environment_lock = threading.Lock()
+
+
+def prepare_worker_environment() -> None:
+    """Let the engine's subprocesses find their console scripts and the thinker's modules.
+
+    The engine launches ``globus-compute-endpoint`` and Parsl's worker pool by name, so the
+    directory holding this interpreter's scripts goes on PATH; the thinker's import path goes on
+    PYTHONPATH so workers can import the modules that define its methods.
+    """
+    with _environment_lock:
+        scripts = sysconfig.get_path("scripts")
+        if shutil.which(_ENDPOINT_SCRIPT) is None and scripts:
+            os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+        current = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        extra = [p for p in sys.path if p and os.path.isdir(p) and p not in current]
+        os.environ["PYTHONPATH"] = os.pathsep.join([p for p in [*current, *extra] if p])
+
+
+def load_engine(path: Path) -> GlobusComputeEngineBase:
+    """Build (not start) the engine an endpoint YAML describes; `ConfigError` names the file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the endpoint YAML ({exc.strerror})") from exc
+    try:
+        config = load_config_yaml(text)
+    except click.ClickException as exc:
+        raise ConfigError(f"{path}: {exc.format_message()}") from exc
+    except Exception as exc:
+        raise ConfigError(f"{path}: invalid endpoint configuration: {exc}") from exc
+    engine = getattr(config, "engine", None)
+    if engine is None:
+        raise ConfigError(f"{path}: no 'engine:' section; a site needs one to run tasks")
+    return engine  # type: ignore[no-any-return]
+
+
+class LocalBackend:
+    """A site whose Globus Compute engine runs inside the thinker's process."""
+
+    def __init__(self, name: str, endpoint_yaml: Path) -> None:
+        """Prepare the site ``name`` from ``endpoint_yaml``; nothing starts until `start`."""
+        self.name = name
+        self.endpoint_yaml = endpoint_yaml
+        self.endpoint_id = str(uuid.uuid4())
+        self._serializer = ComputeSerializer()
+        self._functions: dict[str, str] = {}
+        self._engine: GlobusComputeEngineBase | None = None
+
+    def start(self, run_dir: Path) -> None:
+        """Load the endpoint YAML and start its engine, with its logs under ``run_dir``."""
+        engine = load_engine(self.endpoint_yaml)
+        prepare_worker_environment()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            engine.start(endpoint_id=uuid.UUID(self.endpoint_id), run_dir=str(run_dir))
+        except Exception as exc:
+            engine.shutdown()
+            raise SiteError(self.name, type(exc).__name__, f"engine failed to start: {exc}") from exc
+        self._engine = engine
+
+    def register(self, method: str, function: Callable[..., WorkerReport]) -> None:
+        """Serialize ``function`` once; every task of ``method`` reuses the buffer."""
+        self._functions[method] = self._serializer.serialize(function)
+
+    def submit(
+        self,
+        task_id: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        on_done: OutcomeCallback,
+    ) -> None:
+        """Pack the task as Globus Compute does and hand it to the engine."""
+        if self._engine is None:
+            on_done(SiteError(self.name, "NotStarted", "the site's engine is not running"))
+            return
+        serializer = self._serializer
+        gc_task_id = uuid.UUID(task_id)
+        try:
+            buffer = serializer.pack_buffers(
+                [
+                    self._functions[method],
+                    serializer.serialize((args, dict(kwargs))),
+                    serializer.serialize({}),
+                ]
+            )
+        except Exception as exc:
+            on_done(SiteError(self.name, "SerializationError", f"cannot serialize inputs: {exc}"))
+            return
+        packed = messagepack.pack(Task(task_id=gc_task_id, task_buffer=buffer))
+        future = GCFuture(gc_task_id)
+        future.add_done_callback(lambda f: on_done(self._outcome(f)))
+        try:
+            self._engine.submit(future, packed, resource_specification={})
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+
+    def _outcome(self, future: GCFuture) -> WorkerReport | SiteError:
+        try:
+            message = messagepack.unpack(future.result())
+        except Exception as exc:
+            return SiteError(self.name, type(exc).__name__, str(exc) or repr(exc))
+        assert isinstance(message, GCResult)
+        if message.error_details is not None:
+            return SiteError(self.name, message.error_details.code, _last_line(message.data))
+        try:
+            report: WorkerReport = self._serializer.deserialize(message.data)
+        except Exception as exc:
+            return SiteError(self.name, "DeserializationError", f"cannot read the result: {exc}")
+        return report
+
+    def status(self) -> SiteStatus:
+        """The engine's own status report, read as slots and workers."""
+        engine = self._engine
+        if engine is None:
+            return SiteStatus(online=False, detail="not started")
+        failure = engine.executor_exception
+        if failure is not None:
+            return SiteStatus(online=False, detail=f"engine failed: {failure}")
+        try:
+            state = dict(engine.get_status_report().global_state)
+        except Exception as exc:
+            return SiteStatus(online=False, detail=f"no status report: {exc}")
+        return SiteStatus(
+            online=True,
+            workers=state.get("total_workers"),
+            idle_workers=state.get("idle_workers"),
+            pending_tasks=state.get("pending_tasks"),
+            outstanding_tasks=state.get("outstanding_tasks"),
+            managers=state.get("managers"),
+            raw=state,
+        )
+
+    def shutdown(self) -> None:
+        """Stop the engine and its worker processes."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown()
+
+
+def _last_line(text: str) -> str:
+    """The most telling line of a remote traceback: its last non-empty one."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"

@@ -1,0 +1,167 @@
+"""The task record: one `Result` carries everything about one task, from creation to delivery."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FailureKind = Literal["user", "system", "rejected", "shutdown"]
+
+
+class ResourceRequest(BaseModel):
+    """What one task needs from a site: a slot kind, optionally a given site."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    slot: str | None = Field(
+        default=None,
+        description="Slot kind the task needs (e.g. 'cpu', 'gpu'); None means the method's own kind.",
+    )
+    site: str | None = Field(
+        default=None, description="Run only on this site (a name from the sites YAML)."
+    )
+
+
+class FailureInfo(BaseModel):
+    """Why a task did not produce a value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: FailureKind = Field(
+        description=(
+            "'user': the method raised; 'system': the site or its workers failed; "
+            "'rejected': the task could not be placed (unknown method, no site offers its slot); "
+            "'shutdown': the task server stopped before the task ran."
+        )
+    )
+    exception_type: str = Field(description="Name of the exception class, e.g. 'ValueError'.")
+    message: str = Field(description="The exception's message, or colmena-fed's explanation.")
+    traceback: str | None = Field(
+        default=None, description="Formatted traceback from where the error was raised, if any."
+    )
+
+
+class WorkerInfo(BaseModel):
+    """Where on the site the task ran."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hostname: str = Field(description="Host name of the worker's node.")
+    pid: int = Field(description="Process id of the worker that ran the task.")
+    accelerator: str | None = Field(
+        default=None,
+        description=(
+            "Accelerator id the worker was pinned to (CUDA_VISIBLE_DEVICES or the worker's "
+            "accelerator variable); None for a worker without one."
+        ),
+    )
+
+
+class Timestamps(BaseModel):
+    """Wall-clock times (seconds since the epoch) of every hop a task makes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    created: float = Field(
+        default_factory=time.time, description="The thinker called send_inputs."
+    )
+    dispatched: float | None = Field(
+        default=None, description="The task server sent the task to a site (last attempt)."
+    )
+    compute_started: float | None = Field(
+        default=None, description="A worker started running the method (worker's clock)."
+    )
+    compute_ended: float | None = Field(
+        default=None, description="The method returned or raised (worker's clock)."
+    )
+    received: float | None = Field(
+        default=None, description="The task server received the outcome back from the site."
+    )
+    delivered: float | None = Field(
+        default=None, description="The thinker took the result from its topic (get_result)."
+    )
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start
+
+
+class Result(BaseModel):
+    """The record of one task: inputs, outcome, placement and every timestamp.
+
+    Created by `TaskQueues.send_inputs`, completed by the task server and the worker, and
+    handed to the thinker by `TaskQueues.get_result`. Every delay a task met can be computed
+    from this record alone.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    task_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex, description="Unique id of the task."
+    )
+    method: str = Field(description="Name of the method to run.")
+    topic: str = Field(default="default", description="Topic the result is delivered on.")
+    args: tuple[Any, ...] = Field(default=(), description="Positional inputs of the method.")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword inputs of the method."
+    )
+    keep_inputs: bool = Field(
+        default=True, description="Keep the inputs on the record after the task ends."
+    )
+    value: Any = Field(default=None, description="What the method returned (None on failure).")
+    success: bool | None = Field(
+        default=None, description="True if the method returned, False if it failed, None while running."
+    )
+    failure: FailureInfo | None = Field(default=None, description="Why the task failed, if it did.")
+    resources: ResourceRequest = Field(
+        default_factory=ResourceRequest, description="What the task asked of a site."
+    )
+    task_info: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form data from the thinker, returned untouched."
+    )
+    retries: int = Field(default=0, description="How many times the task was re-sent to a site.")
+    slot: str | None = Field(default=None, description="Slot kind the task was placed on.")
+    site: str | None = Field(default=None, description="Name of the site the task ran on.")
+    endpoint: str | None = Field(
+        default=None, description="Globus Compute endpoint id of that site."
+    )
+    placement: str | None = Field(
+        default=None, description="Why the scheduler chose that site, in words."
+    )
+    worker: WorkerInfo | None = Field(default=None, description="The worker that ran the task.")
+    timestamps: Timestamps = Field(
+        default_factory=Timestamps, description="When the task passed each hop."
+    )
+
+    @property
+    def queue_wait(self) -> float | None:
+        """Seconds the task waited on the thinker side for a free slot."""
+        return _span(self.timestamps.created, self.timestamps.dispatched)
+
+    @property
+    def remote_wait(self) -> float | None:
+        """Seconds from dispatch until a worker started the method."""
+        return _span(self.timestamps.dispatched, self.timestamps.compute_started)
+
+    @property
+    def run_time(self) -> float | None:
+        """Seconds the method itself ran."""
+        return _span(self.timestamps.compute_started, self.timestamps.compute_ended)
+
+    @property
+    def total_time(self) -> float | None:
+        """Seconds from send_inputs until the thinker received the result."""
+        end = self.timestamps.delivered or self.timestamps.received
+        return _span(self.timestamps.created, end)
+
+    @property
+    def overhead(self) -> float | None:
+        """Seconds of the round trip that were not the method running (queue wait included)."""
+        total = _span(self.timestamps.created, self.timestamps.received)
+        run = self.run_time
+        if total is None:
+            return None
+        return total - (run or 0.0)

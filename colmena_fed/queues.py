@@ -1,0 +1,154 @@
+"""TaskQueues: the thinker's side of the federation, organised by topic."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from colmena_fed.models import ResourceRequest, Result
+
+RequestSink = Callable[[Result], None]
+ResourcesLike = ResourceRequest | Mapping[str, Any] | str | None
+
+
+def as_resource_request(resources: ResourcesLike, site: str | None = None) -> ResourceRequest:
+    """Turn what a caller passed as ``resources`` (and ``site``) into a `ResourceRequest`.
+
+    A string names the slot kind (``"gpu"``); a mapping gives the fields of `ResourceRequest`.
+    """
+    if isinstance(resources, ResourceRequest):
+        request = resources
+    elif resources is None:
+        request = ResourceRequest()
+    elif isinstance(resources, str):
+        request = ResourceRequest(slot=resources)
+    else:
+        try:
+            request = ResourceRequest(**dict(resources))
+        except ValidationError as exc:
+            fields = ", ".join(ResourceRequest.model_fields)
+            raise ValueError(
+                f"resources={dict(resources)!r} is not a valid request; its fields are {fields}"
+            ) from exc
+    if site is not None:
+        if request.site not in (None, site):
+            raise ValueError(f"site={site!r} contradicts resources site={request.site!r}")
+        request = request.model_copy(update={"site": site})
+    return request
+
+
+class TaskQueues:
+    """Topic-organised queues between a thinker and a task server, in one process.
+
+    ``send_inputs`` creates the task's `Result` record and hands it to the task server;
+    results come back on the topic they were sent with, each exactly once.
+    """
+
+    def __init__(self, topics: Iterable[str] = ()) -> None:
+        """Create queues for ``topics``; the ``default`` topic always exists."""
+        names = ["default", *(t for t in topics if t != "default")]
+        self.topics: tuple[str, ...] = tuple(dict.fromkeys(names))
+        self._results: dict[str, queue.SimpleQueue[Result]] = {
+            t: queue.SimpleQueue() for t in self.topics
+        }
+        self._lock = threading.Lock()
+        self._active = 0
+        self._idle = threading.Event()
+        self._idle.set()
+        self._sink: RequestSink | None = None
+        self._unsent: deque[Result] = deque()
+
+    def _check_topic(self, topic: str) -> None:
+        if topic not in self._results:
+            raise ValueError(f"unknown topic {topic!r}; known topics: {', '.join(self.topics)}")
+
+    @property
+    def active_count(self) -> int:
+        """Tasks sent whose results the thinker has not yet taken."""
+        return self._active
+
+    def send_inputs(
+        self,
+        *args: Any,
+        method: str,
+        topic: str = "default",
+        input_kwargs: Mapping[str, Any] | None = None,
+        resources: ResourcesLike = None,
+        keep_inputs: bool = True,
+        task_info: Mapping[str, Any] | None = None,
+        site: str | None = None,
+    ) -> str:
+        """Submit one task; returns its task id.
+
+        Args:
+            *args: Positional inputs of the method.
+            method: Name of the method to run (a name the task server was given).
+            topic: Topic the result will be delivered on.
+            input_kwargs: Keyword inputs of the method.
+            resources: Slot kind (``"gpu"``), a mapping or a `ResourceRequest` narrowing
+                where the task may run.
+            keep_inputs: Keep the inputs on the result record.
+            task_info: Free-form data returned untouched on the result.
+            site: Run only on this site.
+        """
+        self._check_topic(topic)
+        result = Result(
+            method=method,
+            topic=topic,
+            args=args,
+            kwargs=dict(input_kwargs or {}),
+            keep_inputs=keep_inputs,
+            resources=as_resource_request(resources, site),
+            task_info=dict(task_info or {}),
+        )
+        with self._lock:
+            self._active += 1
+            self._idle.clear()
+            sink = self._sink
+            if sink is None:
+                self._unsent.append(result)
+        if sink is not None:
+            sink(result)
+        return result.task_id
+
+    def get_result(self, topic: str = "default", timeout: float | None = None) -> Result | None:
+        """Take the next result of ``topic``; None if none arrived within ``timeout`` seconds."""
+        self._check_topic(topic)
+        try:
+            result = self._results[topic].get(timeout=timeout)
+        except queue.Empty:
+            return None
+        result.timestamps.delivered = time.time()
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+        return result
+
+    def wait_until_done(self, timeout: float | None = None) -> bool:
+        """Block until every task sent has had its result taken; False on timeout."""
+        return self._idle.wait(timeout)
+
+    def connect(self, sink: RequestSink) -> None:
+        """Route new requests to ``sink`` (the task server), first flushing those sent before."""
+        with self._lock:
+            if self._sink is not None:
+                raise RuntimeError("these TaskQueues already feed a running task server")
+            while self._unsent:
+                sink(self._unsent.popleft())
+            self._sink = sink
+
+    def disconnect(self) -> None:
+        """Stop routing requests; later ones wait until a task server connects again."""
+        with self._lock:
+            self._sink = None
+
+    def put_result(self, result: Result) -> None:
+        """Deliver a finished task's record to its topic (called by the task server)."""
+        self._results[result.topic].put(result)

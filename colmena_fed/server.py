@@ -1,0 +1,266 @@
+"""TaskServer: takes requests from the queues, places them on sites, returns results by topic."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from colmena_fed.backends import Outcome, SiteBackend, SiteStatus, make_backend
+from colmena_fed.errors import SiteError
+from colmena_fed.methods import Method, MethodLike, as_methods
+from colmena_fed.models import FailureInfo, FailureKind, Result, WorkerInfo
+from colmena_fed.queues import TaskQueues
+from colmena_fed.scheduler import Placement, PlacementError, Scheduler
+from colmena_fed.sites import SitesConfig
+from colmena_fed.worker import WorkerReport, run_method
+
+logger = logging.getLogger(__name__)
+
+_REQUEST, _DONE, _STATUS, _STOP = range(4)
+
+
+@dataclass
+class SiteCounts:
+    """What the task server has seen of one site, for displays and reports."""
+
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+    status: SiteStatus = field(default_factory=lambda: SiteStatus(online=False, detail="starting"))
+
+
+class TaskServer:
+    """Runs the methods a thinker asks for on the sites of a federation.
+
+    Use it as a context manager: entering starts every site, the status poller and the
+    placement loop; leaving stops them, ends any unfinished task as a failed result (reason
+    ``shutdown``), and stops every engine.
+    """
+
+    def __init__(
+        self,
+        queues: TaskQueues,
+        sites: SitesConfig,
+        methods: Iterable[MethodLike],
+        run_dir: str | Path | None = None,
+    ) -> None:
+        """Prepare a server; nothing starts until `start` (or ``with server:``).
+
+        Args:
+            queues: The queues the thinker sends on and reads from.
+            sites: The federation, usually ``SitesConfig.from_yaml(...)``.
+            methods: Task functions, bare (needing a 'cpu' slot) or as `Method`.
+            run_dir: Where engines keep their logs; a new temporary directory if None.
+        """
+        self.queues = queues
+        self.config = sites
+        self.methods: dict[str, Method] = as_methods(methods)
+        self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="colmena-fed-"))
+        self.backends: dict[str, SiteBackend] = {
+            name: make_backend(name, site) for name, site in sites.sites.items()
+        }
+        self.scheduler = Scheduler({n: s.resources for n, s in sites.sites.items()})
+        self.counts = {name: SiteCounts() for name in self.backends}
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._in_flight: dict[str, Result] = {}
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._started: list[str] = []
+
+    def __enter__(self) -> TaskServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def pending_count(self) -> int:
+        """Tasks waiting on the thinker side for a free slot."""
+        return self.scheduler.pending_count
+
+    def start(self) -> None:
+        """Start every site, then accept requests; a site that fails to start stops the rest."""
+        try:
+            for name, backend in self.backends.items():
+                backend.start(self.run_dir / name)
+                self._started.append(name)
+                for method in self.methods.values():
+                    backend.register(method.name, _wrap(method))
+        except BaseException:
+            self._shutdown_backends()
+            raise
+        for name, backend in self.backends.items():
+            self.counts[name].status = backend.status()
+        self._threads = [
+            threading.Thread(target=self._loop, name="colmena-fed-placement", daemon=True),
+            threading.Thread(target=self._poll_status, name="colmena-fed-status", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        self.queues.connect(lambda task: self._events.put((_REQUEST, task)))
+
+    def stop(self) -> None:
+        """Stop accepting requests, fail what did not finish, and stop every site."""
+        self.queues.disconnect()
+        self._stopping.set()
+        self._events.put((_STOP,))
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        unfinished = [*self.scheduler.drain(), *self._in_flight.values(), *self._late_requests()]
+        self._in_flight.clear()
+        self._shutdown_backends()
+        for task in unfinished:
+            self._fail(task, "shutdown", "TaskServerStopped", "the task server stopped first")
+            self.queues.put_result(task)
+
+    def _late_requests(self) -> list[Result]:
+        """Requests that reached the event queue after the loop stopped."""
+        late = []
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return late
+            if event[0] == _REQUEST:
+                late.append(event[1])
+
+    def _shutdown_backends(self) -> None:
+        for name in self._started:
+            try:
+                self.backends[name].shutdown()
+            except Exception:
+                logger.exception("site %r did not shut down cleanly", name)
+        self._started = []
+
+    def _poll_status(self) -> None:
+        period = self.config.scheduler.status_period
+        while not self._stopping.wait(period):
+            for name, backend in self.backends.items():
+                self._events.put((_STATUS, name, backend.status()))
+
+    def _loop(self) -> None:
+        events = self._events
+        while True:
+            event = events.get()
+            kind = event[0]
+            if kind == _REQUEST:
+                self._on_request(event[1])
+            elif kind == _DONE:
+                self._on_done(event[1], event[2])
+            elif kind == _STATUS:
+                self._on_status(event[1], event[2])
+            else:
+                return
+
+    def _on_request(self, task: Result) -> None:
+        method = self.methods.get(task.method)
+        if method is None:
+            self._reject(
+                task,
+                f"unknown method {task.method!r} for task {task.task_id}; "
+                f"methods: {', '.join(self.methods) or 'none'}",
+            )
+            return
+        task.slot = task.resources.slot or method.slot
+        try:
+            self.scheduler.check(task)
+        except PlacementError as exc:
+            self._reject(task, str(exc))
+            return
+        placement = self.scheduler.submit(task)
+        if placement is not None:
+            self._dispatch(placement)
+
+    def _dispatch(self, placement: Placement) -> None:
+        task, site = placement.task, placement.site
+        backend = self.backends[site]
+        task.endpoint = backend.endpoint_id
+        task.timestamps.dispatched = time.time()
+        self._in_flight[task.task_id] = task
+        self.counts[site].running += 1
+        backend.submit(
+            task.task_id,
+            task.method,
+            task.args,
+            task.kwargs,
+            lambda outcome: self._events.put((_DONE, task, outcome)),
+        )
+
+    def _on_done(self, task: Result, outcome: Outcome) -> None:
+        if self._in_flight.pop(task.task_id, None) is None:
+            return
+        task.timestamps.received = time.time()
+        site = task.site
+        assert site is not None and task.slot is not None
+        counts = self.counts[site]
+        counts.running -= 1
+        if isinstance(outcome, SiteError):
+            self._fail(task, "system", outcome.code, outcome.message)
+        else:
+            self._record(task, outcome)
+        if task.success:
+            counts.done += 1
+        else:
+            counts.failed += 1
+        for placement in self.scheduler.release(site, task.slot):
+            self._dispatch(placement)
+        self._finish(task)
+
+    def _on_status(self, site: str, status: SiteStatus) -> None:
+        self.counts[site].status = status
+        for placement in self.scheduler.set_online(site, status.online):
+            self._dispatch(placement)
+
+    def _record(self, task: Result, report: WorkerReport) -> None:
+        stamps = task.timestamps
+        stamps.compute_started = report["compute_started"]
+        stamps.compute_ended = report["compute_ended"]
+        task.worker = WorkerInfo(
+            hostname=report["hostname"], pid=report["pid"], accelerator=report["accelerator"]
+        )
+        task.success = report["success"]
+        if task.success:
+            task.value = report["value"]
+        else:
+            task.failure = FailureInfo(
+                kind="user",
+                exception_type=report["exception_type"] or "Exception",
+                message=report["message"] or "",
+                traceback=report["traceback"],
+            )
+
+    def _fail(self, task: Result, kind: FailureKind, exception_type: str, message: str) -> None:
+        task.success = False
+        task.failure = FailureInfo(kind=kind, exception_type=exception_type, message=message)
+
+    def _reject(self, task: Result, message: str) -> None:
+        self._fail(task, "rejected", "PlacementError", message)
+        self._finish(task)
+
+    def _finish(self, task: Result) -> None:
+        if not task.keep_inputs:
+            task.args, task.kwargs = (), {}
+        self.queues.put_result(task)
+
+
+def _wrap(method: Method) -> functools.partial[WorkerReport]:
+    """The function a site runs for ``method``: `run_method` bound to it, under its name."""
+    wrapper = functools.partial(run_method, method.function)
+    functools.update_wrapper(wrapper, method.function)
+    return wrapper

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
 import tempfile
 import threading
 import time
@@ -12,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from colmena_fed.backends import Outcome, SiteBackend, SiteStatus, make_backend
 from colmena_fed.errors import SiteError
@@ -24,8 +22,6 @@ from colmena_fed.sites import SitesConfig
 from colmena_fed.worker import WorkerReport, run_method
 
 logger = logging.getLogger(__name__)
-
-_REQUEST, _DONE, _STATUS, _STOP = range(4)
 
 
 @dataclass
@@ -70,9 +66,10 @@ class TaskServer:
         }
         self.scheduler = Scheduler({n: s.resources for n, s in sites.sites.items()})
         self.counts = {name: SiteCounts() for name in self.backends}
-        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
         self._in_flight: dict[str, Result] = {}
-        self._threads: list[threading.Thread] = []
+        self._closed = True
+        self._poller: threading.Thread | None = None
         self._stopping = threading.Event()
         self._started: list[str] = []
 
@@ -106,39 +103,32 @@ class TaskServer:
             raise
         for name, backend in self.backends.items():
             self.counts[name].status = backend.status()
-        self._threads = [
-            threading.Thread(target=self._loop, name="colmena-fed-placement", daemon=True),
-            threading.Thread(target=self._poll_status, name="colmena-fed-status", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-        self.queues.connect(lambda task: self._events.put((_REQUEST, task)))
+        self._closed = False
+        self._stopping.clear()
+        self._poller = threading.Thread(
+            target=self._poll_status, name="colmena-fed-status", daemon=True
+        )
+        self._poller.start()
+        self.queues.connect(self._on_request)
 
     def stop(self) -> None:
         """Stop accepting requests, fail what did not finish, and stop every site."""
         self.queues.disconnect()
         self._stopping.set()
-        self._events.put((_STOP,))
-        for thread in self._threads:
-            thread.join()
-        self._threads = []
-        unfinished = [*self.scheduler.drain(), *self._in_flight.values(), *self._late_requests()]
-        self._in_flight.clear()
+        if self._poller is not None:
+            self._poller.join()
+            self._poller = None
+        with self._lock:
+            self._closed = True
+            unfinished = [*self.scheduler.drain(), *self._in_flight.values()]
+            self._in_flight.clear()
         self._shutdown_backends()
         for task in unfinished:
-            self._fail(task, "shutdown", "TaskServerStopped", "the task server stopped first")
-            self.queues.put_result(task)
+            self._shut_out(task)
 
-    def _late_requests(self) -> list[Result]:
-        """Requests that reached the event queue after the loop stopped."""
-        late = []
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                return late
-            if event[0] == _REQUEST:
-                late.append(event[1])
+    def _shut_out(self, task: Result) -> None:
+        self._fail(task, "shutdown", "TaskServerStopped", "the task server stopped first")
+        self.queues.put_result(task)
 
     def _shutdown_backends(self) -> None:
         for name in self._started:
@@ -152,23 +142,10 @@ class TaskServer:
         period = self.config.scheduler.status_period
         while not self._stopping.wait(period):
             for name, backend in self.backends.items():
-                self._events.put((_STATUS, name, backend.status()))
-
-    def _loop(self) -> None:
-        events = self._events
-        while True:
-            event = events.get()
-            kind = event[0]
-            if kind == _REQUEST:
-                self._on_request(event[1])
-            elif kind == _DONE:
-                self._on_done(event[1], event[2])
-            elif kind == _STATUS:
-                self._on_status(event[1], event[2])
-            else:
-                return
+                self._on_status(name, backend.status())
 
     def _on_request(self, task: Result) -> None:
+        """A new task from the thinker (runs in the thread that called send_inputs)."""
         method = self.methods.get(task.method)
         if method is None:
             self._reject(
@@ -183,49 +160,74 @@ class TaskServer:
         except PlacementError as exc:
             self._reject(task, str(exc))
             return
-        placement = self.scheduler.submit(task)
-        if placement is not None:
-            self._dispatch(placement)
+        with self._lock:
+            if self._closed:
+                placement = None
+                closed = True
+            else:
+                closed = False
+                placement = self.scheduler.submit(task)
+                if placement is not None:
+                    self._mark_dispatched(placement)
+        if closed:
+            self._shut_out(task)
+        elif placement is not None:
+            self._send(placement.task)
 
-    def _dispatch(self, placement: Placement) -> None:
-        task, site = placement.task, placement.site
-        backend = self.backends[site]
-        task.endpoint = backend.endpoint_id
+    def _mark_dispatched(self, placement: Placement) -> None:
+        """Book-keeping for a placement; the caller holds the lock."""
+        task = placement.task
+        task.endpoint = self.backends[placement.site].endpoint_id
         task.timestamps.dispatched = time.time()
         self._in_flight[task.task_id] = task
-        self.counts[site].running += 1
-        backend.submit(
+        self.counts[placement.site].running += 1
+
+    def _send(self, task: Result) -> None:
+        """Hand a placed task to its site (outside the lock: a backend may call back at once)."""
+        assert task.site is not None
+        self.backends[task.site].submit(
             task.task_id,
             task.method,
             task.args,
             task.kwargs,
-            lambda outcome: self._events.put((_DONE, task, outcome)),
+            functools.partial(self._on_done, task),
         )
 
     def _on_done(self, task: Result, outcome: Outcome) -> None:
-        if self._in_flight.pop(task.task_id, None) is None:
-            return
-        task.timestamps.received = time.time()
-        site = task.site
-        assert site is not None and task.slot is not None
-        counts = self.counts[site]
-        counts.running -= 1
-        if isinstance(outcome, SiteError):
-            self._fail(task, "system", outcome.code, outcome.message)
-        else:
-            self._record(task, outcome)
-        if task.success:
-            counts.done += 1
-        else:
-            counts.failed += 1
-        for placement in self.scheduler.release(site, task.slot):
-            self._dispatch(placement)
+        """A site finished a task (runs in the backend's result thread)."""
+        received = time.time()
+        with self._lock:
+            if self._in_flight.pop(task.task_id, None) is None:
+                return
+            task.timestamps.received = received
+            site = task.site
+            assert site is not None
+            assert task.slot is not None
+            counts = self.counts[site]
+            counts.running -= 1
+            if isinstance(outcome, SiteError):
+                self._fail(task, "system", outcome.code, outcome.message)
+            else:
+                self._record(task, outcome)
+            if task.success:
+                counts.done += 1
+            else:
+                counts.failed += 1
+            placements = self.scheduler.release(site, task.slot)
+            for placement in placements:
+                self._mark_dispatched(placement)
+        for placement in placements:
+            self._send(placement.task)
         self._finish(task)
 
     def _on_status(self, site: str, status: SiteStatus) -> None:
-        self.counts[site].status = status
-        for placement in self.scheduler.set_online(site, status.online):
-            self._dispatch(placement)
+        with self._lock:
+            self.counts[site].status = status
+            placements = self.scheduler.set_online(site, status.online)
+            for placement in placements:
+                self._mark_dispatched(placement)
+        for placement in placements:
+            self._send(placement.task)
 
     def _record(self, task: Result, report: WorkerReport) -> None:
         stamps = task.timestamps

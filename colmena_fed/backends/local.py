@@ -82,7 +82,10 @@ class LocalBackend:
 
     def start(self, run_dir: Path) -> None:
         """Load the endpoint YAML and start its engine, with its logs under ``run_dir``."""
-        engine = load_engine(self.endpoint_yaml)
+        try:
+            engine = load_engine(self.endpoint_yaml)
+        except ConfigError as exc:
+            raise ConfigError(f"site {self.name!r}: {exc}") from exc
         prepare_worker_environment()
         run_dir.mkdir(parents=True, exist_ok=True)
         try:

@@ -1,0 +1,27 @@
+"""Task functions the tests run on real workers (importable there through PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def add(x: int, y: int = 0) -> int:
+    return x + y
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def accelerator() -> str | None:
+    return os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -1,0 +1,91 @@
+"""Starting and stopping sites: bad endpoint YAML, PATH, shutdown with work outstanding."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import ENDPOINTS
+
+from colmena_fed import ConfigError, SitesConfig, TaskQueues, TaskServer
+from sample_methods import double, nap
+
+
+def children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def wait_gone(pids: set[int], deadline_s: float = 60.0) -> set[int]:
+    """The pids among ``pids`` still alive once they all exit or the deadline passes."""
+    end = time.monotonic() + deadline_s
+    alive = {p for p in pids if psutil.pid_exists(p)}
+    while alive and time.monotonic() < end:
+        time.sleep(0.2)
+        alive = {p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"}
+    return alive
+
+
+def one_site(endpoint_yaml: Path, slots: int = 1) -> SitesConfig:
+    return SitesConfig.from_dict(
+        {"sites": {"solo": {"local": str(endpoint_yaml), "resources": {"cpu": slots}}}}
+    )
+
+
+def test_globus_site_is_refused_with_the_site_named() -> None:
+    config = SitesConfig.from_dict(
+        {"sites": {"polaris": {"endpoint": "5c9d8e1a-1111-2222-3333-444455556666",
+                               "resources": {"gpu": 4}}}}
+    )
+    with pytest.raises(ConfigError, match="site 'polaris': the 'globus' backend"):
+        TaskServer(TaskQueues(), config, [double])
+
+
+def test_duplicate_method_names_are_refused() -> None:
+    config = one_site(ENDPOINTS / "local-cpu.yaml")
+    with pytest.raises(ValueError, match="two methods are named 'double'"):
+        TaskServer(TaskQueues(), config, [double, double])
+
+
+def test_bad_endpoint_yaml_loses_nothing_and_shutdown_leaves_no_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queues = TaskQueues(topics=["simulate"])
+    early = [queues.send_inputs(i, method="double", topic="simulate") for i in range(2)]
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("engine:\n  type: NoSuchEngine\n")
+    before = children()
+    with pytest.raises(ConfigError) as caught:
+        TaskServer(queues, one_site(broken), [double], run_dir=tmp_path / "bad").start()
+    assert str(broken) in str(caught.value)
+    assert "site 'solo'" in str(caught.value)
+    assert not wait_gone(children() - before)
+    assert queues.active_count == 2
+
+    # The engine's console scripts must be found even when the venv is not on PATH.
+    monkeypatch.setenv("PATH", os.pathsep.join(["/usr/bin", "/bin"]))
+    server = TaskServer(
+        queues, one_site(ENDPOINTS / "local-cpu.yaml"), [double, nap], run_dir=tmp_path / "ok"
+    )
+    with server:
+        results = [queues.get_result("simulate", timeout=120) for _ in early]
+        assert {r.task_id for r in results if r is not None} == set(early)
+        assert all(r is not None and r.success for r in results)
+        started = children() - before
+        assert started, "the engine started no subprocesses"
+        running = queues.send_inputs(60, method="nap", topic="simulate")
+        waiting = queues.send_inputs(60, method="nap", topic="simulate")
+        while server.pending_count == 0 or server.counts["solo"].running == 0:
+            time.sleep(0.05)
+    unfinished = [queues.get_result("simulate", timeout=10) for _ in range(2)]
+    assert {r.task_id for r in unfinished if r is not None} == {running, waiting}
+    for result in unfinished:
+        assert result is not None
+        assert result.success is False
+        assert result.failure is not None
+        assert result.failure.kind == "shutdown"
+    assert not wait_gone(started)
+    assert queues.active_count == 0

@@ -1,0 +1,109 @@
+"""The sites YAML: every mistake is one message naming the file, the site and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from colmena_fed import ConfigError, SitesConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sites.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_example_sites_yaml_loads_with_paths_resolved() -> None:
+    config = SitesConfig.from_yaml(REPO / "examples" / "sites.yaml")
+    assert set(config.sites) == {"cpu-site", "gpu-site"}
+    assert config.sites["cpu-site"].resources == {"cpu": 2}
+    assert config.sites["gpu-site"].resources == {"gpu": 1}
+    assert config.sites["cpu-site"].local == REPO / "endpoints" / "local-cpu.yaml"
+    assert config.sites["cpu-site"].backend == "local"
+    assert config.scheduler.policy == "availability"
+
+
+def test_globus_site_is_read_with_its_endpoint_uuid(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+sites:
+  polaris:
+    endpoint: 5c9d8e1a-1111-2222-3333-444455556666
+    resources: {gpu: 16}
+    user_endpoint_config: {account: MyProj, queue: debug}
+""",
+    )
+    site = SitesConfig.from_yaml(path).sites["polaris"]
+    assert site.backend == "globus"
+    assert str(site.endpoint) == "5c9d8e1a-1111-2222-3333-444455556666"
+    assert site.user_endpoint_config == {"account": "MyProj", "queue": "debug"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sites: [\n", "not valid YAML"),
+        ("- a\n- b\n", "expected a mapping with a 'sites:' section"),
+        ("sites: {}\n", "no sites"),
+        (
+            "sites:\n  laptop:\n    local: x.yaml\n",
+            "site 'laptop', field 'resources': Field required",
+        ),
+        (
+            "sites:\n  laptop:\n    resources: {cpu: 1}\n",
+            "site 'laptop': Value error, give exactly one of",
+        ),
+        (
+            "sites:\n  laptop:\n    local: x.yaml\n    endpoint: 5c9d8e1a-1111-2222-3333-444455556666\n"
+            "    resources: {cpu: 1}\n",
+            "give exactly one of",
+        ),
+        (
+            "sites:\n  laptop:\n    local: x.yaml\n    resources: {cpu: 0}\n",
+            "site 'laptop', field 'resources.cpu': Input should be greater than 0",
+        ),
+        (
+            "sites:\n  laptop:\n    local: x.yaml\n    resources: {}\n",
+            "must offer at least one slot kind",
+        ),
+        (
+            "sites:\n  laptop:\n    local: x.yaml\n    resources: {cpu: 1}\n    workers: 3\n",
+            "site 'laptop', field 'workers': unknown field",
+        ),
+        (
+            "sites:\n  hpc:\n    endpoint: not-a-uuid\n    resources: {cpu: 1}\n",
+            "site 'hpc', field 'endpoint'",
+        ),
+        (
+            "sites:\n  laptop:\n    local: missing.yaml\n    resources: {cpu: 1}\n",
+            "site 'laptop', field 'local': endpoint YAML",
+        ),
+        (
+            "sites:\n  laptop:\n    local: x.yaml\n    resources: {cpu: 1}\n"
+            "scheduler: {policy: random}\n",
+            "field 'scheduler.policy'",
+        ),
+        (
+            "sites:\n  laptop:\n    local: x.yaml\n    resources: {cpu: 1}\nextra: 1\n",
+            "field 'extra': unknown field",
+        ),
+    ],
+)
+def test_each_mistake_names_file_site_and_field(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "x.yaml").write_text("engine: {type: GlobusComputeEngine}\n")
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        SitesConfig.from_yaml(path)
+    message = str(caught.value)
+    assert message.startswith(str(path))
+    assert expected in message
+
+
+def test_missing_sites_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read the sites YAML"):
+        SitesConfig.from_yaml(tmp_path / "nope.yaml")

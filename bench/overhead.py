@@ -18,15 +18,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from globus_compute_common import messagepack
+from globus_compute_common.messagepack.message_types import Result as GCResult
 from globus_compute_common.messagepack.message_types import Task
 from globus_compute_endpoint.engines.base import GCFuture
 from globus_compute_sdk.serialize import ComputeSerializer
 
+from colmena_fed.backends.local import load_engine, prepare_worker_environment
 from colmena_fed.methods import Method
 from colmena_fed.queues import TaskQueues
 from colmena_fed.server import TaskServer
 from colmena_fed.sites import SitesConfig
-from colmena_fed.backends.local import load_engine, prepare_worker_environment
 
 ENDPOINT_YAML = Path(__file__).resolve().parent.parent / "endpoints" / "local-cpu.yaml"
 
@@ -52,7 +53,9 @@ def measure_raw(n_tasks: int, n_latency: int, run_dir: Path) -> tuple[float, flo
         return future
 
     def result(future: GCFuture) -> int:
-        value: int = serializer.deserialize(messagepack.unpack(future.result()).data)
+        message = messagepack.unpack(future.result())
+        assert isinstance(message, GCResult)
+        value: int = serializer.deserialize(message.data)
         return value
 
     try:
@@ -81,7 +84,8 @@ def measure_colmena_fed(
     def round_trip(i: int) -> None:
         queues.send_inputs(i, method="noop", topic="bench")
         result = queues.get_result("bench")
-        assert result is not None and result.success, result
+        assert result is not None
+        assert result.success, result
 
     with TaskServer(queues, sites, [Method(noop)], run_dir=run_dir):
         for i in range(8):
@@ -94,7 +98,8 @@ def measure_colmena_fed(
             queues.send_inputs(i, method="noop", topic="bench")
         for _ in range(n_tasks):
             result = queues.get_result("bench")
-            assert result is not None and result.success, result
+            assert result is not None
+            assert result.success, result
         elapsed = time.perf_counter() - start
     return n_tasks / elapsed, latency
 
@@ -136,8 +141,10 @@ def main() -> None:
     added = statistics.median(fed_lat) - statistics.median(raw_lat)
     print(f"raw engine throughput   {raw_rate:8.1f} tasks/s (median of {args.repeats})")
     print(f"colmena-fed throughput  {fed_rate:8.1f} tasks/s (median of {args.repeats})")
-    print(f"median round trip: raw {statistics.median(raw_lat) * 1e3:.2f} ms, "
-          f"colmena-fed {statistics.median(fed_lat) * 1e3:.2f} ms")
+    print(
+        f"median round trip: raw {statistics.median(raw_lat) * 1e3:.2f} ms, "
+        f"colmena-fed {statistics.median(fed_lat) * 1e3:.2f} ms"
+    )
     print(f"added latency median    {added * 1e3:8.3f} ms per task")
     print(f"ratio {fed_rate / raw_rate:.3f}")
 

@@ -18,7 +18,7 @@ class ResourceRequest(BaseModel):
 
     slot: str | None = Field(
         default=None,
-        description="Slot kind the task needs (e.g. 'cpu', 'gpu'); None means the method's own kind.",
+        description="Slot kind the task needs ('cpu', 'gpu', ...); None: the method's own kind.",
     )
     site: str | None = Field(
         default=None, description="Run only on this site (a name from the sites YAML)."
@@ -65,9 +65,7 @@ class Timestamps(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    created: float = Field(
-        default_factory=time.time, description="The thinker called send_inputs."
-    )
+    created: float = Field(default_factory=time.time, description="The thinker called send_inputs.")
     dispatched: float | None = Field(
         default=None, description="The task server sent the task to a site (last attempt)."
     )
@@ -113,7 +111,8 @@ class Result(BaseModel):
     )
     value: Any = Field(default=None, description="What the method returned (None on failure).")
     success: bool | None = Field(
-        default=None, description="True if the method returned, False if it failed, None while running."
+        default=None,
+        description="True if the method returned, False if it failed, None while running.",
     )
     failure: FailureInfo | None = Field(default=None, description="Why the task failed, if it did.")
     resources: ResourceRequest = Field(

@@ -64,6 +64,13 @@ class TaskQueues:
         self._sink: RequestSink | None = None
         self._unsent: deque[Result] = deque()
 
+    def add_topic(self, topic: str) -> None:
+        """Add a topic after creation (e.g. by a campaign factory that was handed the queues)."""
+        with self._lock:
+            if topic not in self._results:
+                self._results[topic] = queue.SimpleQueue()
+                self.topics = (*self.topics, topic)
+
     def _check_topic(self, topic: str) -> None:
         if topic not in self._results:
             raise ValueError(f"unknown topic {topic!r}; known topics: {', '.join(self.topics)}")

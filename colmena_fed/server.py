@@ -8,7 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -31,6 +31,7 @@ class SiteCounts:
     running: int = 0
     done: int = 0
     failed: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
     status: SiteStatus = field(default_factory=lambda: SiteStatus(online=False, detail="starting"))
 
 
@@ -89,6 +90,15 @@ class TaskServer:
     def pending_count(self) -> int:
         """Tasks waiting on the thinker side for a free slot."""
         return self.scheduler.pending_count
+
+    def snapshot(self) -> tuple[dict[str, SiteCounts], dict[str, int]]:
+        """A consistent copy of each site's counts and of the pending tasks per slot kind."""
+        with self._lock:
+            sites = {
+                name: replace(counts, by_method=dict(counts.by_method))
+                for name, counts in self.counts.items()
+            }
+            return sites, self.scheduler.pending_by_slot()
 
     def start(self) -> None:
         """Start every site, then accept requests; a site that fails to start stops the rest."""
@@ -213,6 +223,7 @@ class TaskServer:
                 counts.done += 1
             else:
                 counts.failed += 1
+            counts.by_method[task.method] = counts.by_method.get(task.method, 0) + 1
             placements = self.scheduler.release(site, task.slot)
             for placement in placements:
                 self._mark_dispatched(placement)

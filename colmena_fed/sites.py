@@ -133,7 +133,7 @@ def _describe(where: str, exc: ValidationError) -> str:
                 place += f", field {'.'.join(loc[2:])!r}"
         else:
             place = f"field {'.'.join(loc)!r}" if loc else "top level"
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown field"
         lines.append(f"{place}: {message}")

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sample_methods import accelerator, add, double, fail, nap
 
 from colmena_fed import Method, SitesConfig, TaskQueues, TaskServer
-from sample_methods import accelerator, add, double, fail, nap
+from colmena_fed.methods import MethodLike
 
 REPO = Path(__file__).resolve().parent.parent
 ENDPOINTS = REPO / "endpoints"
@@ -34,7 +35,7 @@ def federation_config(cpu_slots: int = 2, gpu_slots: int = 1) -> SitesConfig:
     )
 
 
-METHODS = [
+METHODS: list[MethodLike] = [
     double,
     add,
     fail,

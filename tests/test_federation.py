@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+from typing import Any
 
 import pytest
 
@@ -10,7 +12,7 @@ from colmena_fed import Result, TaskQueues, TaskServer
 
 
 def take(queues: TaskQueues, topic: str, count: int) -> list[Result]:
-    results = []
+    results: list[Result] = []
     for _ in range(count):
         result = queues.get_result(topic, timeout=60)
         assert result is not None, f"only {len(results)} of {count} results on {topic!r}"
@@ -90,7 +92,7 @@ def test_gpu_slot_binds_late_so_tasks_wait_on_the_thinker_side(
     assert first is not None
     rest = take(queues, "train", 2)
     ordered = sorted([first, *rest], key=lambda r: r.timestamps.dispatched or 0)
-    for earlier, later in zip(ordered, ordered[1:], strict=False):
+    for earlier, later in itertools.pairwise(ordered):
         assert earlier.timestamps.received is not None
         assert later.timestamps.dispatched is not None
         # One gpu slot: the next task left the thinker only after the previous one came back.
@@ -129,7 +131,7 @@ def test_resources_and_site_narrow_the_placement(queues: TaskQueues) -> None:
     ],
 )
 def test_task_that_cannot_be_placed_fails_clearly_and_the_server_goes_on(
-    queues: TaskQueues, kwargs: dict[str, str], expected: str
+    queues: TaskQueues, kwargs: dict[str, Any], expected: str
 ) -> None:
     task_id = queues.send_inputs(5, topic="other", **kwargs)
     (result,) = take(queues, "other", 1)
@@ -153,7 +155,7 @@ def test_keep_inputs_false_drops_inputs_from_the_record(queues: TaskQueues) -> N
 
 
 def test_unknown_topic_is_refused_naming_the_known_ones(queues: TaskQueues) -> None:
-    with pytest.raises(ValueError, match="unknown topic 'typo'.*default, simulate, train, other"):
+    with pytest.raises(ValueError, match=r"unknown topic 'typo'.*default, simulate, train, other"):
         queues.send_inputs(1, method="double", topic="typo")
     with pytest.raises(ValueError, match="unknown topic 'typo'"):
         queues.get_result("typo")

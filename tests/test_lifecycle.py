@@ -9,9 +9,9 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import ENDPOINTS
+from sample_methods import double, nap
 
 from colmena_fed import ConfigError, SitesConfig, TaskQueues, TaskServer
-from sample_methods import double, nap
 
 
 def children() -> set[int]:
@@ -24,7 +24,9 @@ def wait_gone(pids: set[int], deadline_s: float = 60.0) -> set[int]:
     alive = {p for p in pids if psutil.pid_exists(p)}
     while alive and time.monotonic() < end:
         time.sleep(0.2)
-        alive = {p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"}
+        alive = {
+            p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+        }
     return alive
 
 
@@ -36,8 +38,14 @@ def one_site(endpoint_yaml: Path, slots: int = 1) -> SitesConfig:
 
 def test_globus_site_is_refused_with_the_site_named() -> None:
     config = SitesConfig.from_dict(
-        {"sites": {"polaris": {"endpoint": "5c9d8e1a-1111-2222-3333-444455556666",
-                               "resources": {"gpu": 4}}}}
+        {
+            "sites": {
+                "polaris": {
+                    "endpoint": "5c9d8e1a-1111-2222-3333-444455556666",
+                    "resources": {"gpu": 4},
+                }
+            }
+        }
     )
     with pytest.raises(ConfigError, match="site 'polaris': the 'globus' backend"):
         TaskServer(TaskQueues(), config, [double])

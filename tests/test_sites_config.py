@@ -56,11 +56,11 @@ sites:
         ),
         (
             "sites:\n  laptop:\n    resources: {cpu: 1}\n",
-            "site 'laptop': Value error, give exactly one of",
+            "site 'laptop': give exactly one of",
         ),
         (
-            "sites:\n  laptop:\n    local: x.yaml\n    endpoint: 5c9d8e1a-1111-2222-3333-444455556666\n"
-            "    resources: {cpu: 1}\n",
+            "sites:\n  laptop:\n    local: x.yaml\n"
+            "    endpoint: 5c9d8e1a-1111-2222-3333-444455556666\n    resources: {cpu: 1}\n",
             "give exactly one of",
         ),
         (

@@ -65,7 +65,7 @@ def load_engine(path: Path) -> GlobusComputeEngineBase:
     engine = getattr(config, "engine", None)
     if engine is None:
         raise ConfigError(f"{path}: no 'engine:' section; a site needs one to run tasks")
-    return engine  # type: ignore[no-any-return]
+    return engine
 
 
 class LocalBackend:
@@ -92,7 +92,9 @@ class LocalBackend:
             engine.start(endpoint_id=uuid.UUID(self.endpoint_id), run_dir=str(run_dir))
         except Exception as exc:
             engine.shutdown()
-            raise SiteError(self.name, type(exc).__name__, f"engine failed to start: {exc}") from exc
+            raise SiteError(
+                self.name, type(exc).__name__, f"engine failed to start: {exc}"
+            ) from exc
         self._engine = engine
 
     def register(self, method: str, function: Callable[..., WorkerReport]) -> None:

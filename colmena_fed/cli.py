@@ -1,0 +1,118 @@
+"""The ``colmena-fed`` command line."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from colmena_fed.display import LiveDisplay
+from colmena_fed.errors import ColmenaFedError
+from colmena_fed.methods import MethodLike
+from colmena_fed.queues import TaskQueues
+from colmena_fed.server import TaskServer
+from colmena_fed.sites import SitesConfig
+from colmena_fed.thinker import BaseThinker
+
+Factory = Callable[[TaskQueues], tuple[BaseThinker, Iterable[MethodLike]]]
+
+
+def load_factory(spec: str) -> Factory:
+    """Import ``FILE.py:FUNCTION`` and return the function.
+
+    The file's directory goes on the import path, so local workers can import the module that
+    defines the campaign's methods by name.
+    """
+    path_text, sep, name = spec.rpartition(":")
+    if not sep or not path_text or not name:
+        raise click.BadParameter(f"{spec!r}: expected FILE.py:FUNCTION", param_hint="CAMPAIGN")
+    path = Path(path_text).resolve()
+    if not path.is_file():
+        raise click.BadParameter(f"{path_text}: no such file", param_hint="CAMPAIGN")
+    sys.path.insert(0, str(path.parent))
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    if module_spec is None or module_spec.loader is None:
+        raise click.BadParameter(f"{path_text}: not a Python file", param_hint="CAMPAIGN")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[path.stem] = module
+    module_spec.loader.exec_module(module)
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        functions = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
+        raise click.BadParameter(
+            f"{path_text} has no function {name!r}; it defines: {', '.join(functions)}",
+            param_hint="CAMPAIGN",
+        )
+    return factory
+
+
+def build_campaign(factory: Factory, queues: TaskQueues) -> tuple[BaseThinker, list[MethodLike]]:
+    """Call the factory and check it returned ``(thinker, methods)``."""
+    built: Any = factory(queues)
+    if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], BaseThinker)):
+        raise click.ClickException(
+            "the campaign factory must return (thinker, methods): a BaseThinker built on the "
+            f"queues it was given, and a list of task functions; it returned {built!r}"
+        )
+    thinker, methods = built
+    return thinker, list(methods)
+
+
+@click.group()
+@click.version_option(package_name="colmena-fed")
+def main() -> None:
+    """Steer AI-in-the-loop campaigns across several Globus Compute sites."""
+
+
+@main.command()
+@click.argument("campaign")
+@click.option(
+    "--sites",
+    "sites_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The sites YAML describing the federation.",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where logs and engine files go (default: runs/<date-time>).",
+)
+def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
+    """Run CAMPAIGN (FILE.py:FACTORY) on the sites of SITES.
+
+    FACTORY is called with the TaskQueues and returns (thinker, methods).
+    """
+    console = Console()
+    try:
+        sites = SitesConfig.from_yaml(sites_path)
+    except ColmenaFedError as exc:
+        raise click.ClickException(str(exc)) from exc
+    run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        filename=run_dir / "colmena-fed.log",
+        level=logging.INFO,
+        format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s",
+    )
+    factory = load_factory(campaign)
+    queues = TaskQueues()
+    thinker, methods = build_campaign(factory, queues)
+    try:
+        server = TaskServer(queues, sites, methods, run_dir=run_dir)
+        console.print(
+            f"starting {len(sites.sites)} sites: {', '.join(sites.sites)} (logs: {run_dir})"
+        )
+        with server, LiveDisplay(server, console):
+            thinker.run()
+    except ColmenaFedError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"campaign finished; logs in {run_dir}")

@@ -1,0 +1,183 @@
+"""Slots shared among a thinker's task types: Colmena's `ResourceCounter`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Literal
+
+#: Longest a cancellable wait goes without checking its ``cancel_if`` event.
+REACTION_S = 0.1
+
+SlotCount = int | Literal["all"]
+
+logger = logging.getLogger(__name__)
+
+
+class ResourceCounter:
+    """Slots (nodes, GPUs, ...) shared among task types, as in Colmena.
+
+    Every slot belongs to one pool: a task type, or ``None`` for the unallocated pool, where
+    all slots start. `reallocate` moves slots between pools; `acquire` takes free slots of a
+    pool for a task and `release` gives them back to the same pool. Waits are first come,
+    first served per pool, and all operations are thread-safe.
+    """
+
+    def __init__(self, total_slots: int, task_types: Iterable[str] = ()) -> None:
+        """Create ``total_slots`` unallocated slots and an empty pool per task type."""
+        types = list(dict.fromkeys(task_types))
+        if not all(isinstance(t, str) for t in types):
+            raise ValueError(
+                f"task_types must be names (str); None is the unallocated pool: {types}"
+            )
+        if total_slots < 0:
+            raise ValueError(f"total_slots must be >= 0, got {total_slots}")
+        self._total = total_slots
+        self._types = types
+        self._allocated: dict[str | None, int] = {None: total_slots, **dict.fromkeys(types, 0)}
+        self._available = dict(self._allocated)
+        self._lines: dict[str | None, deque[object]] = {pool: deque() for pool in self._allocated}
+        self._cond = threading.Condition()
+
+    @property
+    def total_slots(self) -> int:
+        """Number of slots in all."""
+        return self._total
+
+    @property
+    def task_types(self) -> list[str]:
+        """Names of the pools (the unallocated pool, ``None``, not included)."""
+        return list(self._types)
+
+    @property
+    def unallocated_slots(self) -> int:
+        """Number of slots in the unallocated pool."""
+        return self.allocated_slots(None)
+
+    def check_pool(self, task: str | None) -> None:
+        """Raise ValueError naming the known task types if ``task`` is not one of them."""
+        if task not in self._allocated:
+            known = ", ".join(repr(t) for t in self._types) or "none"
+            raise ValueError(
+                f"unknown task type {task!r}; known task types: {known} (None: unallocated)"
+            )
+
+    def allocated_slots(self, task: str | None) -> int:
+        """Number of slots allocated to ``task``'s pool, acquired or not."""
+        self.check_pool(task)
+        with self._cond:
+            return self._allocated[task]
+
+    def available_slots(self, task: str | None) -> int:
+        """Number of slots of ``task``'s pool that are free to acquire."""
+        self.check_pool(task)
+        with self._cond:
+            return self._available[task]
+
+    def acquire(
+        self,
+        task: str | None,
+        n_slots: int,
+        timeout: float | None = None,
+        cancel_if: threading.Event | None = None,
+    ) -> bool:
+        """Take ``n_slots`` free slots of ``task``'s pool, waiting until they are free.
+
+        ``timeout`` (seconds) None or negative waits for ever, 0 does not wait; the wait also
+        ends as soon as ``cancel_if`` is set. Returns whether the slots were taken.
+        """
+        _check_count(n_slots)
+        self.check_pool(task)
+        if n_slots > self._total:
+            raise ValueError(f"cannot acquire {n_slots} slots: there are {self._total} in all")
+        with self._cond:
+            return self._take(task, n_slots, timeout, cancel_if) is not None
+
+    def release(
+        self,
+        task: str | None = None,
+        n_slots: int = 1,
+        rerequest: bool = False,
+        timeout: float | None = None,
+    ) -> bool | None:
+        """Give back ``n_slots`` acquired slots of ``task``'s pool.
+
+        With ``rerequest``, acquire as many again (waiting up to ``timeout``) and return
+        whether that succeeded; otherwise return None.
+        """
+        _check_count(n_slots)
+        self.check_pool(task)
+        with self._cond:
+            held = self._allocated[task] - self._available[task]
+            if n_slots > held:
+                raise ValueError(f"cannot release {n_slots} slots of {task!r}: {held} acquired")
+            self._available[task] += n_slots
+            self._cond.notify_all()
+        return self.acquire(task, n_slots, timeout) if rerequest else None
+
+    def reallocate(
+        self,
+        task_from: str | None,
+        task_to: str | None,
+        n_slots: SlotCount,
+        timeout: float | None = None,
+        cancel_if: threading.Event | None = None,
+    ) -> bool:
+        """Move ``n_slots`` slots from one pool to another, once they are free in the first.
+
+        ``None`` names the unallocated pool; ``n_slots="all"`` moves every slot allocated to
+        ``task_from``. Waits as `acquire` does; returns whether the slots moved.
+        """
+        self.check_pool(task_from)
+        self.check_pool(task_to)
+        if task_from == task_to:
+            raise ValueError(f"cannot move slots from pool {task_from!r} to itself")
+        if n_slots != "all":
+            _check_count(n_slots)
+        with self._cond:
+            moved = self._take(task_from, n_slots, timeout, cancel_if)
+            if moved is None:
+                return False
+            self._allocated[task_from] -= moved
+            self._allocated[task_to] += moved
+            self._available[task_to] += moved
+            self._cond.notify_all()
+        logger.info("moved %d slots from %r to %r", moved, task_from, task_to)
+        return True
+
+    def _take(
+        self,
+        pool: str | None,
+        n_slots: SlotCount,
+        timeout: float | None,
+        cancel_if: threading.Event | None,
+    ) -> int | None:
+        """Wait in line for free slots of ``pool`` and take them; call with the lock held."""
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        ticket = object()
+        line = self._lines[pool]
+        line.append(ticket)
+        try:
+            while cancel_if is None or not cancel_if.is_set():
+                wanted = self._allocated[pool] if n_slots == "all" else n_slots
+                if line[0] is ticket and self._available[pool] >= wanted:
+                    self._available[pool] -= wanted
+                    return wanted
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    return None
+                if cancel_if is not None:  # an Event cannot notify our condition
+                    wait = REACTION_S if wait is None else min(wait, REACTION_S)
+                self._cond.wait(wait)
+            return None
+        finally:
+            line.remove(ticket)
+            self._cond.notify_all()
+
+
+def _check_count(n_slots: object) -> None:
+    if isinstance(n_slots, bool) or not isinstance(n_slots, int) or n_slots < 0:
+        raise ValueError(f"n_slots must be an integer >= 0, got {n_slots!r}")

@@ -91,7 +91,7 @@ def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
 
     FACTORY is called with the TaskQueues and returns (thinker, methods).
     """
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 132)
     try:
         sites = SitesConfig.from_yaml(sites_path)
     except ColmenaFedError as exc:
@@ -115,4 +115,10 @@ def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
             thinker.run()
     except ColmenaFedError as exc:
         raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        agent = thinker.failed_agent or "the thinker"
+        Console(stderr=True).print_exception()
+        raise click.ClickException(
+            f"the campaign stopped: {agent} raised {type(exc).__name__}: {exc}"
+        ) from exc
     console.print(f"campaign finished; logs in {run_dir}")

@@ -444,6 +444,7 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
         rec: Resource counter shared by the agents, if any.
         done: Set to stop every agent; set when a non-startup agent returns.
         exception: The first exception an agent raised in the last run, if any.
+        failed_agent: ``Class.agent`` name of the agent that raised `exception`, if any.
         local_details: Per-agent-thread data (name, logger); agents may store their own.
     """
 
@@ -470,6 +471,7 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
         self.logger_name = logger_name
         self.done = threading.Event()
         self.exception: BaseException | None = None
+        self.failed_agent: str | None = None
         self.local_details = _AgentData(self.make_logger())
         self._barriers: dict[str, threading.Barrier] = {}
         self._state_lock = threading.Lock()
@@ -529,6 +531,7 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
     def _run_agents(self) -> None:
         agents = self.list_agents()
         self.exception = None
+        self.failed_agent = None
         counts = Counter(a.event_name for a in agents if isinstance(a, EventResponder))
         self._barriers = {
             name: threading.Barrier(n, action=getattr(self, name).clear)
@@ -603,6 +606,7 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
             with self._state_lock:
                 if self.exception is None:
                     self.exception = exc
+                    self.failed_agent = f"{type(self).__name__}.{spec.name}"
             self.logger.error("agent %s raised; stopping every agent", spec.name, exc_info=exc)
         finally:
             with self._state_lock:

@@ -1,0 +1,90 @@
+"""The command line as a user runs it: the demo campaign, and each mistake a user can make."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "colmena-fed")
+BROKEN = REPO / "tests" / "campaigns" / "broken.py"
+
+
+def colmena_fed(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=240, check=False
+    )
+
+
+def cpu_sites(tmp_path: Path) -> Path:
+    path = tmp_path / "sites.yaml"
+    path.write_text(
+        f"sites:\n  cpu-site:\n    local: {REPO / 'endpoints' / 'local-cpu.yaml'}\n"
+        "    resources: {cpu: 2}\n"
+    )
+    return path
+
+
+def test_demo_campaign_runs_on_both_sites_and_trains_on_the_gpu_site(tmp_path: Path) -> None:
+    run = colmena_fed(
+        "run",
+        f"{REPO}/examples/active_learning/campaign.py:make_thinker",
+        "--sites",
+        str(REPO / "examples" / "sites.yaml"),
+        "--run-dir",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "simulations: 48" in out
+    assert "on site gpu-site (accelerator 0)" in out
+    assert "on site cpu-site" not in out
+    rows = {line.split()[1]: line for line in out.splitlines() if "-site" in line and "│" in line}
+    assert "simulate x48" in rows["cpu-site"]
+    assert "train x" in rows["gpu-site"]
+    assert (tmp_path / "run" / "colmena-fed.log").is_file()
+    assert (tmp_path / "run" / "cpu-site").is_dir()
+
+
+def test_agent_exception_ends_the_run_with_its_message(tmp_path: Path) -> None:
+    run = colmena_fed(
+        "run",
+        f"{BROKEN}:make_raising",
+        "--sites",
+        str(cpu_sites(tmp_path)),
+        "--run-dir",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 1
+    assert "RaisingThinker.receive" in run.stderr
+    assert "RuntimeError: cannot handle the value 9" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("campaign", "expected"),
+    [
+        ("no_colon.py", "expected FILE.py:FUNCTION"),
+        ("missing.py:make", "missing.py: no such file"),
+        (f"{BROKEN}:make_missing", "has no function 'make_missing'; it defines:"),
+        (f"{BROKEN}:make_nothing", "must return (thinker, methods)"),
+    ],
+)
+def test_bad_campaign_argument_is_named(tmp_path: Path, campaign: str, expected: str) -> None:
+    run = colmena_fed("run", campaign, "--sites", str(cpu_sites(tmp_path)), cwd=tmp_path)
+    assert run.returncode != 0
+    assert expected in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_bad_sites_yaml_is_named_before_anything_starts(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.yaml"
+    sites.write_text("sites:\n  laptop:\n    local: nowhere.yaml\n    resources: {cpu: 1}\n")
+    run = colmena_fed("run", f"{BROKEN}:make_raising", "--sites", str(sites), cwd=tmp_path)
+    assert run.returncode == 1
+    assert f"{sites}: site 'laptop', field 'local'" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -15,6 +15,7 @@ from colmena_fed.models import ResourceRequest, Result
 
 RequestSink = Callable[[Result], None]
 ResourcesLike = ResourceRequest | Mapping[str, Any] | str | None
+_ANYWHERE = ResourceRequest()
 
 
 def as_resource_request(resources: ResourcesLike, site: str | None = None) -> ResourceRequest:
@@ -25,7 +26,7 @@ def as_resource_request(resources: ResourcesLike, site: str | None = None) -> Re
     if isinstance(resources, ResourceRequest):
         request = resources
     elif resources is None:
-        request = ResourceRequest()
+        request = _ANYWHERE
     elif isinstance(resources, str):
         request = ResourceRequest(slot=resources)
     else:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from colmena_fed.backends import Outcome, SiteBackend, SiteStatus, make_backend
 from colmena_fed.errors import SiteError
@@ -242,20 +243,20 @@ class TaskServer:
 
     def _record(self, task: Result, report: WorkerReport) -> None:
         stamps = task.timestamps
-        stamps.compute_started = report["compute_started"]
-        stamps.compute_ended = report["compute_ended"]
+        stamps.compute_started = report.compute_started
+        stamps.compute_ended = report.compute_ended
         task.worker = WorkerInfo(
-            hostname=report["hostname"], pid=report["pid"], accelerator=report["accelerator"]
+            hostname=report.hostname, pid=report.pid, accelerator=report.accelerator
         )
-        task.success = report["success"]
+        task.success = report.success
         if task.success:
-            task.value = report["value"]
+            task.value = report.value
         else:
             task.failure = FailureInfo(
                 kind="user",
-                exception_type=report["exception_type"] or "Exception",
-                message=report["message"] or "",
-                traceback=report["traceback"],
+                exception_type=report.exception_type or "Exception",
+                message=report.message or "",
+                traceback=report.traceback,
             )
 
     def _fail(self, task: Result, kind: FailureKind, exception_type: str, message: str) -> None:
@@ -272,8 +273,8 @@ class TaskServer:
         self.queues.put_result(task)
 
 
-def _wrap(method: Method) -> functools.partial[WorkerReport]:
+def _wrap(method: Method) -> functools.partial[tuple[Any, ...]]:
     """The function a site runs for ``method``: `run_method` bound to it, under its name."""
     wrapper = functools.partial(run_method, method.function)
-    functools.update_wrapper(wrapper, method.function)
+    wrapper.__name__ = method.name  # type: ignore[attr-defined]
     return wrapper

@@ -12,8 +12,8 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable, Mapping
-from typing import Any, TypedDict
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 #: Environment variables that name the accelerator a worker is pinned to, in order of preference.
 ACCELERATOR_VARIABLES = (
@@ -24,8 +24,13 @@ ACCELERATOR_VARIABLES = (
 )
 
 
-class WorkerReport(TypedDict):
-    """What the wrapper sends back for one task."""
+class WorkerReport(NamedTuple):
+    """What the wrapper sends back for one task.
+
+    It travels as a plain tuple (``WorkerReport._make`` reads it back): Globus Compute's
+    serializer pickles a tuple several times faster than a dict or a class instance, and every
+    worker pays that cost once per task.
+    """
 
     success: bool
     value: Any
@@ -39,6 +44,9 @@ class WorkerReport(TypedDict):
     accelerator: str | None
 
 
+_identity: tuple[str, int, str | None] | None = None
+
+
 def accelerator_id() -> str | None:
     """The accelerator this worker is pinned to, read from the usual environment variables."""
     for name in ACCELERATOR_VARIABLES:
@@ -48,27 +56,22 @@ def accelerator_id() -> str | None:
     return None
 
 
-def run_method(
-    method: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
-) -> WorkerReport:
-    """Run ``method(*args, **kwargs)`` on a worker and report the outcome and its timing."""
+def worker_identity() -> tuple[str, int, str | None]:
+    """Host name, process id and accelerator of this worker (computed once per process)."""
+    global _identity
+    if _identity is None or _identity[1] != os.getpid():
+        _identity = (socket.gethostname(), os.getpid(), accelerator_id())
+    return _identity
+
+
+def run_method(method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    """Run ``method(*args, **kwargs)`` on a worker; returns a `WorkerReport` as a plain tuple."""
     started = time.time()
     value: Any = None
-    failure: tuple[str, str, str] | None = None
+    failure: tuple[str | None, str | None, str | None] = (None, None, None)
     try:
         value = method(*args, **kwargs)
     except Exception as exc:
         failure = (type(exc).__name__, str(exc), traceback.format_exc())
     ended = time.time()
-    return WorkerReport(
-        success=failure is None,
-        value=value,
-        exception_type=failure and failure[0],
-        message=failure and failure[1],
-        traceback=failure and failure[2],
-        compute_started=started,
-        compute_ended=ended,
-        hostname=socket.gethostname(),
-        pid=os.getpid(),
-        accelerator=accelerator_id(),
-    )
+    return (failure[0] is None, value, *failure, started, ended, *worker_identity())

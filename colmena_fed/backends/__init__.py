@@ -45,7 +45,7 @@ class SiteBackend(Protocol):
     def start(self, run_dir: Path) -> None:
         """Start or connect to the endpoint; raise `ConfigError` if its YAML is wrong."""
 
-    def register(self, method: str, function: Callable[..., WorkerReport]) -> None:
+    def register(self, method: str, function: Callable[..., tuple[Any, ...]]) -> None:
         """Make ``function`` callable on the site under the name ``method``."""
 
     def submit(

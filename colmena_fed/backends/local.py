@@ -78,6 +78,7 @@ class LocalBackend:
         self.endpoint_id = str(uuid.uuid4())
         self._serializer = ComputeSerializer()
         self._functions: dict[str, str] = {}
+        self._no_kwargs = self._serializer.serialize({})
         self._engine: GlobusComputeEngineBase | None = None
 
     def start(self, run_dir: Path) -> None:
@@ -97,7 +98,7 @@ class LocalBackend:
             ) from exc
         self._engine = engine
 
-    def register(self, method: str, function: Callable[..., WorkerReport]) -> None:
+    def register(self, method: str, function: Callable[..., tuple[Any, ...]]) -> None:
         """Serialize ``function`` once; every task of ``method`` reuses the buffer."""
         self._functions[method] = self._serializer.serialize(function)
 
@@ -119,8 +120,8 @@ class LocalBackend:
             buffer = serializer.pack_buffers(
                 [
                     self._functions[method],
-                    serializer.serialize((args, dict(kwargs))),
-                    serializer.serialize({}),
+                    serializer.serialize(args),
+                    serializer.serialize(dict(kwargs)) if kwargs else self._no_kwargs,
                 ]
             )
         except Exception as exc:
@@ -144,10 +145,9 @@ class LocalBackend:
         if message.error_details is not None:
             return SiteError(self.name, message.error_details.code, _last_line(message.data))
         try:
-            report: WorkerReport = self._serializer.deserialize(message.data)
+            return WorkerReport._make(self._serializer.deserialize(message.data))
         except Exception as exc:
             return SiteError(self.name, "DeserializationError", f"cannot read the result: {exc}")
-        return report
 
     def status(self) -> SiteStatus:
         """The engine's own status report, read as slots and workers."""

@@ -28,7 +28,7 @@ from globus_compute_endpoint.engines.base import GCFuture, GlobusComputeEngineBa
 from globus_compute_sdk.serialize import ComputeSerializer
 
 from colmena_fed import Method, SitesConfig, TaskQueues, TaskServer
-from colmena_fed.backends.local import load_engine, prepare_worker_environment
+from colmena_fed.backends.engine import load_engine, prepare_worker_environment
 
 ENDPOINT_YAML = Path(__file__).resolve().parent.parent / "endpoints" / "local-cpu.yaml"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -36,13 +37,26 @@ def load_factory(spec: str) -> Factory:
     path = Path(path_text).resolve()
     if not path.is_file():
         raise click.BadParameter(f"{path_text}: no such file", param_hint="CAMPAIGN")
+    existing = importlib.util.find_spec(path.stem) if path.stem.isidentifier() else None
+    if existing is not None and existing.origin != str(path):
+        raise click.BadParameter(
+            f"{path_text}: its name {path.stem!r} is already the name of the module "
+            f"{existing.origin or path.stem}; rename the campaign file",
+            param_hint="CAMPAIGN",
+        )
     sys.path.insert(0, str(path.parent))
     module_spec = importlib.util.spec_from_file_location(path.stem, path)
     if module_spec is None or module_spec.loader is None:
         raise click.BadParameter(f"{path_text}: not a Python file", param_hint="CAMPAIGN")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[path.stem] = module
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        Console(stderr=True).print_exception()
+        raise click.ClickException(
+            f"{path_text}: importing the campaign raised {type(exc).__name__}: {exc}"
+        ) from exc
     factory = getattr(module, name, None)
     if not callable(factory):
         functions = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
@@ -55,7 +69,14 @@ def load_factory(spec: str) -> Factory:
 
 def build_campaign(factory: Factory, queues: TaskQueues) -> tuple[BaseThinker, list[MethodLike]]:
     """Call the factory and check it returned ``(thinker, methods)``."""
-    built: Any = factory(queues)
+    try:
+        built: Any = factory(queues)
+    except Exception as exc:
+        Console(stderr=True).print_exception()
+        raise click.ClickException(
+            f"the campaign factory {getattr(factory, '__name__', factory)} raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], BaseThinker)):
         raise click.ClickException(
             "the campaign factory must return (thinker, methods): a BaseThinker built on the "
@@ -63,6 +84,11 @@ def build_campaign(factory: Factory, queues: TaskQueues) -> tuple[BaseThinker, l
         )
     thinker, methods = built
     return thinker, list(methods)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Treat SIGTERM like Ctrl+C, so the sites are shut down rather than orphaned."""
+    raise KeyboardInterrupt
 
 
 @click.group()
@@ -96,6 +122,9 @@ def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
         sites = SitesConfig.from_yaml(sites_path)
     except ColmenaFedError as exc:
         raise click.ClickException(str(exc)) from exc
+    factory = load_factory(campaign)
+    queues = TaskQueues()
+    thinker, methods = build_campaign(factory, queues)
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
@@ -103,9 +132,7 @@ def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
         level=logging.INFO,
         format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s",
     )
-    factory = load_factory(campaign)
-    queues = TaskQueues()
-    thinker, methods = build_campaign(factory, queues)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server = TaskServer(queues, sites, methods, run_dir=run_dir)
         console.print(
@@ -121,4 +148,7 @@ def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
         raise click.ClickException(
             f"the campaign stopped: {agent} raised {type(exc).__name__}: {exc}"
         ) from exc
+    if thinker.interrupted:
+        console.print(f"interrupted: unfinished tasks were ended; logs in {run_dir}")
+        sys.exit(130)
     console.print(f"campaign finished; logs in {run_dir}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class ColmenaFedError(Exception):
     """Base class of every error colmena-fed raises on purpose."""
@@ -12,15 +14,24 @@ class ConfigError(ColmenaFedError, ValueError):
 
 
 class SiteError(ColmenaFedError):
-    """A site could not run a task for a reason outside the user's code.
+    """A site could not run a task.
 
     Attributes:
         site: Name of the site.
         code: Short machine-readable reason (e.g. Globus Compute's error code).
+        kind: ``"system"`` when the site failed (the task could run elsewhere), ``"rejected"``
+            when the task itself cannot be sent (e.g. inputs that cannot be serialized).
     """
 
-    def __init__(self, site: str, code: str, message: str) -> None:
+    def __init__(
+        self,
+        site: str,
+        code: str,
+        message: str,
+        kind: Literal["system", "rejected"] = "system",
+    ) -> None:
         super().__init__(f"site {site!r}: {message}")
         self.site = site
         self.code = code
         self.message = message
+        self.kind = kind

@@ -62,10 +62,10 @@ class TaskServer:
         self.queues = queues
         self.config = sites
         self.methods: dict[str, Method] = as_methods(methods)
-        self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="colmena-fed-"))
         self.backends: dict[str, SiteBackend] = {
             name: make_backend(name, site) for name, site in sites.sites.items()
         }
+        self.run_dir = Path(run_dir) if run_dir else None
         self.scheduler = Scheduler({n: s.resources for n, s in sites.sites.items()})
         self.counts = {name: SiteCounts() for name in self.backends}
         self._lock = threading.Lock()
@@ -103,6 +103,8 @@ class TaskServer:
 
     def start(self) -> None:
         """Start every site, then accept requests; a site that fails to start stops the rest."""
+        if self.run_dir is None:
+            self.run_dir = Path(tempfile.mkdtemp(prefix="colmena-fed-"))
         try:
             for name, backend in self.backends.items():
                 backend.start(self.run_dir / name)
@@ -112,9 +114,9 @@ class TaskServer:
         except BaseException:
             self._shutdown_backends()
             raise
-        for name, backend in self.backends.items():
-            self.counts[name].status = backend.status()
         self._closed = False
+        for name, backend in self.backends.items():
+            self._on_status(name, backend.status())
         self._stopping.clear()
         self._poller = threading.Thread(
             target=self._poll_status, name="colmena-fed-status", daemon=True
@@ -139,7 +141,7 @@ class TaskServer:
 
     def _shut_out(self, task: Result) -> None:
         self._fail(task, "shutdown", "TaskServerStopped", "the task server stopped first")
-        self.queues.put_result(task)
+        self._finish(task)
 
     def _shutdown_backends(self) -> None:
         for name in self._started:
@@ -217,7 +219,7 @@ class TaskServer:
             counts = self.counts[site]
             counts.running -= 1
             if isinstance(outcome, SiteError):
-                self._fail(task, "system", outcome.code, outcome.message)
+                self._fail(task, outcome.kind, outcome.code, outcome.message)
             else:
                 self._record(task, outcome)
             if task.success:

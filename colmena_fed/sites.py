@@ -92,7 +92,7 @@ class SitesConfig(BaseModel):
         """Read a sites YAML; raises `ConfigError` naming the file, site and field at fault."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the sites YAML ({exc.strerror})") from exc
         except yaml.YAMLError as exc:
@@ -113,13 +113,28 @@ class SitesConfig(BaseModel):
         for name, site in config.sites.items():
             if site.local is None:
                 continue
-            site.local = (base / site.local).resolve()
+            site.local = (base / site.local.expanduser()).resolve()
             if not site.local.is_file():
                 raise ConfigError(
                     f"{where}: site {name!r}, field 'local': endpoint YAML {site.local} "
                     "does not exist"
                 )
         return config
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _describe(where: str, exc: ValidationError) -> str:

@@ -161,7 +161,8 @@ class ResultProcessor(Agent):
             raise ValueError(
                 f"{self._where(thinker)}: topic {self.topic!r} is not one of the queues' topics "
                 f"({', '.join(thinker.queues.topics)}); create the queues with "
-                f"TaskQueues(topics=[..., {self.topic!r}]) or use one of those"
+                f"TaskQueues(topics=[..., {self.topic!r}]) or call "
+                f"queues.add_topic({self.topic!r}) before building the thinker"
             )
 
     def run(self, thinker: BaseThinker) -> None:
@@ -445,6 +446,7 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
         done: Set to stop every agent; set when a non-startup agent returns.
         exception: The first exception an agent raised in the last run, if any.
         failed_agent: ``Class.agent`` name of the agent that raised `exception`, if any.
+        interrupted: Whether the last run was stopped by Ctrl+C.
         local_details: Per-agent-thread data (name, logger); agents may store their own.
     """
 
@@ -472,6 +474,7 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
         self.done = threading.Event()
         self.exception: BaseException | None = None
         self.failed_agent: str | None = None
+        self.interrupted = False
         self.local_details = _AgentData(self.make_logger())
         self._barriers: dict[str, threading.Barrier] = {}
         self._state_lock = threading.Lock()
@@ -532,6 +535,7 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
         agents = self.list_agents()
         self.exception = None
         self.failed_agent = None
+        self.interrupted = False
         counts = Counter(a.event_name for a in agents if isinstance(a, EventResponder))
         self._barriers = {
             name: threading.Barrier(n, action=getattr(self, name).clear)
@@ -551,6 +555,7 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
             while threads and not self.done.wait(_REACTION_S):  # timed: Ctrl+C is seen promptly
                 pass
         except KeyboardInterrupt:
+            self.interrupted = True
             self.logger.warning("interrupted (Ctrl+C): stopping every agent")
         finally:
             self.done.set()
@@ -570,6 +575,7 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
                     return
                 self._finished.wait(left)
         except KeyboardInterrupt:
+            self.interrupted = True
             self.logger.warning("interrupted (Ctrl+C): stopping every agent")
             self.done.set()
             self._finished.wait()

@@ -25,3 +25,7 @@ def nap(seconds: float) -> float:
 
 def accelerator() -> str | None:
     return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def die() -> None:
+    os._exit(3)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,6 +85,28 @@ def test_bad_campaign_argument_is_named(tmp_path: Path, campaign: str, expected:
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "source", "expected"),
+    [
+        ("json.py", "def make(queues):\n    pass\n", "'json' is already the name of the module"),
+        ("typo.py", "import no_such_module\n", "typo.py: importing the campaign raised"),
+        (
+            "angry.py",
+            "def make(queues):\n    raise KeyError('budget')\n",
+            "the campaign factory make raised KeyError: 'budget'",
+        ),
+    ],
+)
+def test_broken_campaign_file_is_named(
+    tmp_path: Path, name: str, source: str, expected: str
+) -> None:
+    (tmp_path / name).write_text(source)
+    run = colmena_fed("run", f"{name}:make", "--sites", str(cpu_sites(tmp_path)), cwd=tmp_path)
+    assert run.returncode != 0
+    assert expected in run.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_bad_sites_yaml_is_named_before_anything_starts(tmp_path: Path) -> None:
     sites = tmp_path / "sites.yaml"
     sites.write_text("sites:\n  laptop:\n    local: nowhere.yaml\n    resources: {cpu: 1}\n")
@@ -88,3 +114,47 @@ def test_bad_sites_yaml_is_named_before_anything_starts(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert f"{sites}: site 'laptop', field 'local'" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_ctrl_c_ends_the_campaign_and_leaves_no_process(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [
+            CLI,
+            "run",
+            f"{REPO}/examples/active_learning/campaign.py:make_thinker",
+            "--sites",
+            str(REPO / "examples" / "sites.yaml"),
+            "--run-dir",
+            str(run_dir),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own session: Ctrl+C reaches it and its children only
+    )
+    log = run_dir / "colmena-fed.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "submit_simulation started" not in (
+        log.read_text() if log.exists() else ""
+    ):
+        time.sleep(0.2)
+    session = process.pid
+    os.killpg(session, signal.SIGINT)  # what a terminal's Ctrl+C does
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted: unfinished tasks were ended" in out
+    end = time.monotonic() + 60
+    left = [p for p in psutil.process_iter(["pid"]) if _session(p.pid) == session]
+    while left and time.monotonic() < end:
+        time.sleep(0.2)
+        left = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, [p.cmdline() for p in left]
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None

@@ -179,3 +179,28 @@ def test_status_reports_workers_of_each_site(federation: TaskServer) -> None:
     assert gpu.workers == 1
     assert cpu.raw["provider_type"] == "LocalProvider"
     assert federation.counts["cpu-site"].done > 0
+
+
+def test_lost_worker_is_a_system_failure_and_the_site_recovers(queues: TaskQueues) -> None:
+    queues.send_inputs(method="die", topic="simulate")
+    (lost,) = take(queues, "simulate", 1)
+    assert lost.success is False
+    assert lost.failure is not None
+    assert lost.failure.kind == "system"
+    assert "WorkerLost" in lost.failure.message
+    assert lost.site == "cpu-site"
+    queues.send_inputs(4, method="double", topic="simulate")
+    (after,) = take(queues, "simulate", 1)
+    assert after.value == 8
+
+
+def test_inputs_that_cannot_be_serialized_are_rejected_naming_the_task(
+    queues: TaskQueues,
+) -> None:
+    unpicklable = (i for i in range(3))
+    task_id = queues.send_inputs(unpicklable, method="double", topic="simulate")
+    (result,) = take(queues, "simulate", 1)
+    assert result.success is False
+    assert result.failure is not None
+    assert result.failure.kind == "rejected"
+    assert f"cannot serialize the inputs of task {task_id} (double)" in result.failure.message

@@ -97,3 +97,37 @@ def test_bad_endpoint_yaml_loses_nothing_and_shutdown_leaves_no_worker(
         assert result.failure.kind == "shutdown"
     assert not wait_gone(started)
     assert queues.active_count == 0
+
+
+def test_site_whose_interchange_dies_goes_offline_and_stops_without_hanging(
+    tmp_path: Path,
+) -> None:
+    queues = TaskQueues()
+    server = TaskServer(
+        queues, one_site(ENDPOINTS / "local-cpu.yaml"), [double, nap], run_dir=tmp_path
+    )
+    before = children()
+    with server:
+        queues.send_inputs(2, method="double")
+        first = queues.get_result(timeout=120)
+        assert first is not None
+        assert first.value == 4
+        started = children() - before
+        interchange = next(
+            p
+            for p in psutil.Process().children()
+            if p.pid in started and "interchange" in " ".join(p.cmdline())
+        )
+        queues.send_inputs(60, method="nap")
+        while server.counts["solo"].running == 0:
+            time.sleep(0.05)
+        interchange.kill()
+        while server.snapshot()[0]["solo"].status.online:
+            time.sleep(0.1)
+        assert "interchange exited" in server.snapshot()[0]["solo"].status.detail
+    lost = queues.get_result(timeout=30)
+    assert lost is not None
+    assert lost.success is False
+    assert lost.failure is not None
+    assert lost.failure.kind in ("system", "shutdown")
+    assert not wait_gone(started)

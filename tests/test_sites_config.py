@@ -92,6 +92,11 @@ sites:
             "sites:\n  laptop:\n    local: x.yaml\n    resources: {cpu: 1}\nextra: 1\n",
             "field 'extra': unknown field",
         ),
+        (
+            "sites:\n  a:\n    local: x.yaml\n    resources: {cpu: 1}\n"
+            "  a:\n    local: x.yaml\n    resources: {gpu: 1}\n",
+            "duplicate key 'a'",
+        ),
     ],
 )
 def test_each_mistake_names_file_site_and_field(tmp_path: Path, text: str, expected: str) -> None:
@@ -107,3 +112,10 @@ def test_each_mistake_names_file_site_and_field(tmp_path: Path, text: str, expec
 def test_missing_sites_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read the sites YAML"):
         SitesConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_local_path_may_start_with_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "cpu.yaml").write_text("engine: {type: GlobusComputeEngine}\n")
+    path = write(tmp_path, "sites:\n  laptop:\n    local: ~/cpu.yaml\n    resources: {cpu: 1}\n")
+    assert SitesConfig.from_yaml(path).sites["laptop"].local == tmp_path / "cpu.yaml"

@@ -8,64 +8,28 @@ exactly as they would from the cloud to a real endpoint.
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
-import sysconfig
-import threading
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import click
 from globus_compute_common import messagepack
 from globus_compute_common.messagepack.message_types import Result as GCResult
 from globus_compute_common.messagepack.message_types import Task
-from globus_compute_endpoint.endpoint.config.utils import load_config_yaml
 from globus_compute_endpoint.engines.base import GCFuture, GlobusComputeEngineBase
 from globus_compute_sdk.serialize import ComputeSerializer
 
 from colmena_fed.backends import OutcomeCallback, SiteStatus
+from colmena_fed.backends.engine import (
+    StatusReader,
+    abandon,
+    interchange_exit_code,
+    interrupts_ignored_by_children,
+    load_engine,
+    prepare_worker_environment,
+)
 from colmena_fed.errors import ConfigError, SiteError
 from colmena_fed.worker import WorkerReport
-
-_ENDPOINT_SCRIPT = "globus-compute-endpoint"
-_environment_lock = threading.Lock()
-
-
-def prepare_worker_environment() -> None:
-    """Let the engine's subprocesses find their console scripts and the thinker's modules.
-
-    The engine launches ``globus-compute-endpoint`` and Parsl's worker pool by name, so the
-    directory holding this interpreter's scripts goes on PATH; the thinker's import path goes on
-    PYTHONPATH so workers can import the modules that define its methods.
-    """
-    with _environment_lock:
-        scripts = sysconfig.get_path("scripts")
-        if shutil.which(_ENDPOINT_SCRIPT) is None and scripts:
-            os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
-        current = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-        extra = [p for p in sys.path if p and os.path.isdir(p) and p not in current]
-        os.environ["PYTHONPATH"] = os.pathsep.join([p for p in [*current, *extra] if p])
-
-
-def load_engine(path: Path) -> GlobusComputeEngineBase:
-    """Build (not start) the engine an endpoint YAML describes; `ConfigError` names the file."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the endpoint YAML ({exc.strerror})") from exc
-    try:
-        config = load_config_yaml(text)
-    except click.ClickException as exc:
-        raise ConfigError(f"{path}: {exc.format_message()}") from exc
-    except Exception as exc:
-        raise ConfigError(f"{path}: invalid endpoint configuration: {exc}") from exc
-    engine = getattr(config, "engine", None)
-    if engine is None:
-        raise ConfigError(f"{path}: no 'engine:' section; a site needs one to run tasks")
-    return engine
 
 
 class LocalBackend:
@@ -80,6 +44,7 @@ class LocalBackend:
         self._functions: dict[str, str] = {}
         self._no_kwargs = self._serializer.serialize({})
         self._engine: GlobusComputeEngineBase | None = None
+        self._status: StatusReader | None = None
 
     def start(self, run_dir: Path) -> None:
         """Load the endpoint YAML and start its engine, with its logs under ``run_dir``."""
@@ -90,13 +55,15 @@ class LocalBackend:
         prepare_worker_environment()
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            engine.start(endpoint_id=uuid.UUID(self.endpoint_id), run_dir=str(run_dir))
+            with interrupts_ignored_by_children():
+                engine.start(endpoint_id=uuid.UUID(self.endpoint_id), run_dir=str(run_dir))
         except Exception as exc:
             engine.shutdown()
             raise SiteError(
                 self.name, type(exc).__name__, f"engine failed to start: {exc}"
             ) from exc
         self._engine = engine
+        self._status = StatusReader(engine)
 
     def register(self, method: str, function: Callable[..., tuple[Any, ...]]) -> None:
         """Serialize ``function`` once; every task of ``method`` reuses the buffer."""
@@ -125,7 +92,8 @@ class LocalBackend:
                 ]
             )
         except Exception as exc:
-            on_done(SiteError(self.name, "SerializationError", f"cannot serialize inputs: {exc}"))
+            message = f"cannot serialize the inputs of task {task_id} ({method}): {exc}"
+            on_done(SiteError(self.name, "SerializationError", message, kind="rejected"))
             return
         packed = messagepack.pack(Task(task_id=gc_task_id, task_buffer=buffer))
         future = GCFuture(gc_task_id)
@@ -154,13 +122,16 @@ class LocalBackend:
         engine = self._engine
         if engine is None:
             return SiteStatus(online=False, detail="not started")
+        exit_code = interchange_exit_code(engine)
+        if exit_code is not None:
+            return SiteStatus(online=False, detail=f"interchange exited with code {exit_code}")
         failure = engine.executor_exception
         if failure is not None:
             return SiteStatus(online=False, detail=f"engine failed: {failure}")
-        try:
-            state = dict(engine.get_status_report().global_state)
-        except Exception as exc:
-            return SiteStatus(online=False, detail=f"no status report: {exc}")
+        assert self._status is not None
+        state = self._status.read()
+        if isinstance(state, str):
+            return SiteStatus(online=False, detail=state)
         return SiteStatus(
             online=True,
             workers=state.get("total_workers"),
@@ -174,11 +145,17 @@ class LocalBackend:
     def shutdown(self) -> None:
         """Stop the engine and its worker processes."""
         engine, self._engine = self._engine, None
-        if engine is not None:
+        if engine is None:
+            return
+        exit_code = interchange_exit_code(engine)
+        if exit_code is None:
             engine.shutdown()
+        else:
+            reason = SiteError(self.name, "InterchangeExited", f"exit code {exit_code}")
+            abandon(engine, reason)
 
 
 def _last_line(text: str) -> str:
-    """The most telling line of a remote traceback: its last non-empty one."""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
+    """The most telling line of a remote traceback: its last one with words in it."""
+    lines = [line.strip() for line in text.splitlines() if any(c.isalnum() for c in line)]
     return lines[-1] if lines else "unknown error"

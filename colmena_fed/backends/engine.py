@@ -1,0 +1,143 @@
+"""Driving a Globus Compute endpoint engine inside this process, safely.
+
+The engine (``GlobusComputeEngine``: Parsl's HighThroughputExecutor underneath) was written to
+live inside an endpoint daemon. Running it under a thinker needs a few precautions: its
+subprocesses must find their console scripts and the thinker's modules, must not die with the
+user's Ctrl+C, and a dead interchange must not make status reads or shutdown wait forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import sysconfig
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+from globus_compute_endpoint.endpoint.config.utils import load_config_yaml
+from globus_compute_endpoint.engines.base import GlobusComputeEngineBase
+
+from colmena_fed.errors import ConfigError
+
+_ENDPOINT_SCRIPT = "globus-compute-endpoint"
+_environment_lock = threading.Lock()
+
+
+def prepare_worker_environment() -> None:
+    """Let the engine's subprocesses find their console scripts and the thinker's modules.
+
+    The engine launches ``globus-compute-endpoint`` and Parsl's worker pool by name, so the
+    directory holding this interpreter's scripts goes on PATH; the thinker's import path goes on
+    PYTHONPATH so workers can import the modules that define its methods.
+    """
+    with _environment_lock:
+        scripts = sysconfig.get_path("scripts")
+        if shutil.which(_ENDPOINT_SCRIPT) is None and scripts:
+            os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+        current = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        extra = [p for p in sys.path if p and os.path.isdir(p) and p not in current]
+        os.environ["PYTHONPATH"] = os.pathsep.join([p for p in [*current, *extra] if p])
+
+
+def load_engine(path: Path) -> GlobusComputeEngineBase:
+    """Build (not start) the engine an endpoint YAML describes; `ConfigError` names the file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the endpoint YAML ({exc.strerror})") from exc
+    try:
+        config = load_config_yaml(text)
+    except click.ClickException as exc:
+        raise ConfigError(f"{path}: {exc.format_message()}") from exc
+    except Exception as exc:
+        raise ConfigError(f"{path}: invalid endpoint configuration: {exc}") from exc
+    engine = getattr(config, "engine", None)
+    if engine is None:
+        raise ConfigError(f"{path}: no 'engine:' section; a site needs one to run tasks")
+    return engine
+
+
+@contextlib.contextmanager
+def interrupts_ignored_by_children() -> Iterator[None]:
+    """Start subprocesses that ignore Ctrl+C, so the task server alone decides when they stop.
+
+    Ctrl+C signals the whole foreground process group; an engine's interchange killed by it
+    leaves the engine unable to shut down. A child inherits an ignored SIGINT, and Python keeps
+    it ignored. Signal handlers can only be changed from the main thread; elsewhere this does
+    nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def interchange_exit_code(engine: GlobusComputeEngineBase) -> int | None:
+    """The exit code of the engine's interchange process, or None while it runs."""
+    process = getattr(getattr(engine, "executor", None), "interchange_proc", None)
+    return None if process is None else process.poll()
+
+
+class StatusReader:
+    """Reads an engine's status report without ever blocking its caller for long.
+
+    ``get_status_report`` asks the interchange over a channel that has no timeout: if the
+    interchange dies mid-request, the call never returns. Each read therefore runs in its own
+    daemon thread; a read still stuck from before makes later reads report "no answer".
+    """
+
+    def __init__(self, engine: GlobusComputeEngineBase, timeout: float = 10.0) -> None:
+        """Read ``engine``'s reports, waiting at most ``timeout`` seconds for each."""
+        self.engine = engine
+        self.timeout = timeout
+        self._stuck: threading.Thread | None = None
+
+    def read(self) -> Mapping[str, Any] | str:
+        """The report's ``global_state``, or why it could not be read."""
+        if self._stuck is not None and self._stuck.is_alive():
+            return "the interchange stopped answering status requests"
+        answer: dict[str, Any] = {}
+
+        def ask() -> None:
+            try:
+                answer["state"] = dict(self.engine.get_status_report().global_state)
+            except Exception as exc:
+                answer["error"] = f"no status report: {exc}"
+
+        thread = threading.Thread(target=ask, name="colmena-fed-status-read", daemon=True)
+        thread.start()
+        thread.join(self.timeout)
+        if thread.is_alive():
+            self._stuck = thread
+            return f"no status report within {self.timeout:.0f} s"
+        state: Mapping[str, Any] | str = answer.get("state") or answer["error"]
+        return state
+
+
+def abandon(engine: GlobusComputeEngineBase, reason: Exception) -> None:
+    """Stop an engine whose interchange has exited, without waiting on the dead interchange.
+
+    The engine's own shutdown asks the interchange which blocks to scale in, and Parsl's scaling
+    thread may already be stuck asking it something: both would wait forever. Instead: fail
+    every outstanding task with ``reason``, stop the scaling thread without joining it, and
+    cancel the worker blocks through the provider (which kills their process groups).
+    """
+    executor = engine.executor
+    executor.set_bad_state_and_fail_all(reason)
+    poller = getattr(engine, "job_status_poller", None)
+    if poller is not None:
+        poller._kill_event.set()
+        engine.job_status_poller = None
+    job_ids = [job for job in executor.blocks_to_job_id.values() if job is not None]
+    if job_ids:
+        executor.provider.cancel(job_ids)

@@ -107,8 +107,8 @@ class TaskServer:
             self.run_dir = Path(tempfile.mkdtemp(prefix="colmena-fed-"))
         try:
             for name, backend in self.backends.items():
+                self._started.append(name)  # before start: a half-started site is stopped too
                 backend.start(self.run_dir / name)
-                self._started.append(name)
                 for method in self.methods.values():
                     backend.register(method.name, _wrap(method))
         except BaseException:

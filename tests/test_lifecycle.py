@@ -122,12 +122,20 @@ def test_site_whose_interchange_dies_goes_offline_and_stops_without_hanging(
         while server.counts["solo"].running == 0:
             time.sleep(0.05)
         interchange.kill()
+        lost = queues.get_result(timeout=60)
+        assert lost is not None
+        assert lost.success is False
+        assert lost.failure is not None
+        assert lost.failure.kind == "system"
+        assert "interchange exited" in lost.failure.message
         while server.snapshot()[0]["solo"].status.online:
-            time.sleep(0.1)
+            time.sleep(0.05)
         assert "interchange exited" in server.snapshot()[0]["solo"].status.detail
-    lost = queues.get_result(timeout=30)
-    assert lost is not None
-    assert lost.success is False
-    assert lost.failure is not None
-    assert lost.failure.kind in ("system", "shutdown")
+        queues.send_inputs(3, method="double")
+        while server.pending_count == 0:
+            time.sleep(0.05)
+    stranded = queues.get_result(timeout=30)
+    assert stranded is not None
+    assert stranded.failure is not None
+    assert stranded.failure.kind == "shutdown"
     assert not wait_gone(started)

@@ -65,21 +65,19 @@ def load_engine(path: Path) -> GlobusComputeEngineBase:
 
 @contextlib.contextmanager
 def interrupts_ignored_by_children() -> Iterator[None]:
-    """Start subprocesses that ignore Ctrl+C, so the task server alone decides when they stop.
+    """Start subprocesses deaf to Ctrl+C, so the task server alone decides when they stop.
 
     Ctrl+C signals the whole foreground process group; an engine's interchange killed by it
-    leaves the engine unable to shut down. A child inherits an ignored SIGINT, and Python keeps
-    it ignored. Signal handlers can only be changed from the main thread; elsewhere this does
-    nothing.
+    leaves the engine unable to shut down. SIGINT is blocked in this thread while the engine
+    starts: a child inherits the blocked signal mask across exec, so the interchange never sees
+    SIGINT. This process still does: the signal is delivered to another thread or, once
+    unblocked, to this one, and Python raises KeyboardInterrupt as usual.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def interchange_exit_code(engine: GlobusComputeEngineBase) -> int | None:

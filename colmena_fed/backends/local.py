@@ -45,6 +45,7 @@ class LocalBackend:
         self._no_kwargs = self._serializer.serialize({})
         self._engine: GlobusComputeEngineBase | None = None
         self._status: StatusReader | None = None
+        self._abandoned = False
 
     def start(self, run_dir: Path) -> None:
         """Load the endpoint YAML and start its engine, with its logs under ``run_dir``."""
@@ -54,16 +55,17 @@ class LocalBackend:
             raise ConfigError(f"site {self.name!r}: {exc}") from exc
         prepare_worker_environment()
         run_dir.mkdir(parents=True, exist_ok=True)
+        # Known before it starts, so that `shutdown` stops whatever part of it did start.
+        self._engine = engine
+        self._status = StatusReader(engine)
         try:
             with interrupts_ignored_by_children():
                 engine.start(endpoint_id=uuid.UUID(self.endpoint_id), run_dir=str(run_dir))
         except Exception as exc:
-            engine.shutdown()
+            self.shutdown()
             raise SiteError(
                 self.name, type(exc).__name__, f"engine failed to start: {exc}"
             ) from exc
-        self._engine = engine
-        self._status = StatusReader(engine)
 
     def register(self, method: str, function: Callable[..., tuple[Any, ...]]) -> None:
         """Serialize ``function`` once; every task of ``method`` reuses the buffer."""
@@ -124,6 +126,7 @@ class LocalBackend:
             return SiteStatus(online=False, detail="not started")
         exit_code = interchange_exit_code(engine)
         if exit_code is not None:
+            self._abandon(engine, exit_code)
             return SiteStatus(online=False, detail=f"interchange exited with code {exit_code}")
         failure = engine.executor_exception
         if failure is not None:
@@ -151,8 +154,14 @@ class LocalBackend:
         if exit_code is None:
             engine.shutdown()
         else:
-            reason = SiteError(self.name, "InterchangeExited", f"exit code {exit_code}")
-            abandon(engine, reason)
+            self._abandon(engine, exit_code)
+
+    def _abandon(self, engine: GlobusComputeEngineBase, exit_code: int) -> None:
+        """Fail the tasks of an engine whose interchange exited, and stop its workers (once)."""
+        if not self._abandoned:
+            self._abandoned = True
+            message = f"the site's interchange exited with code {exit_code}"
+            abandon(engine, SiteError(self.name, "InterchangeExited", message))
 
 
 def _last_line(text: str) -> str:

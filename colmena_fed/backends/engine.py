@@ -28,6 +28,11 @@ from colmena_fed.errors import ConfigError
 _ENDPOINT_SCRIPT = "globus-compute-endpoint"
 _environment_lock = threading.Lock()
 
+#: Engines given up by `abandon`, kept referenced until the process exits. Garbage-collecting
+#: one would run ZeroMQ's ``Context.term()``, which waits forever for the socket that a stuck
+#: Parsl thread still holds: a hang in whatever thread the collector happens to run in.
+_abandoned: list[GlobusComputeEngineBase] = []
+
 
 def prepare_worker_environment() -> None:
     """Let the engine's subprocesses find their console scripts and the thinker's modules.
@@ -130,6 +135,7 @@ def abandon(engine: GlobusComputeEngineBase, reason: Exception) -> None:
     every outstanding task with ``reason``, stop the scaling thread without joining it, and
     cancel the worker blocks through the provider (which kills their process groups).
     """
+    _abandoned.append(engine)
     executor = engine.executor
     executor.set_bad_state_and_fail_all(reason)
     poller = getattr(engine, "job_status_poller", None)

@@ -83,9 +83,12 @@ class RawEngine:
 class FullPath:
     """colmena-fed: send_inputs -> task server -> site -> result on its topic."""
 
-    def __init__(self, run_dir: Path, slots: int) -> None:
+    def __init__(self, run_dir: Path, slots: int, status_period: float) -> None:
         sites = SitesConfig.from_dict(
-            {"sites": {"bench": {"local": str(ENDPOINT_YAML), "resources": {"cpu": slots}}}}
+            {
+                "sites": {"bench": {"local": str(ENDPOINT_YAML), "resources": {"cpu": slots}}},
+                "scheduler": {"status_period": status_period},
+            }
         )
         self.queues = TaskQueues(topics=["bench"])
         self.server = TaskServer(self.queues, sites, [Method(noop)], run_dir=run_dir)
@@ -130,12 +133,18 @@ def main() -> None:
     parser.add_argument("--latency-tasks", type=int, default=300)
     parser.add_argument("--slots", type=int, default=256, help="cpu slots of the bench site")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--status-period", type=float, default=2.0, help="seconds between site status polls"
+    )
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}")
-    print(f"endpoint: {ENDPOINT_YAML.name}; {args.tasks} no-op tasks; slots={args.slots}")
+    print(
+        f"endpoint: {ENDPOINT_YAML.name}; {args.tasks} no-op tasks; slots={args.slots}; "
+        f"status every {args.status_period} s"
+    )
     with tempfile.TemporaryDirectory(prefix="colmena-fed-bench-") as tmp:
         raw = RawEngine(Path(tmp) / "raw")
-        fed = FullPath(Path(tmp) / "fed", args.slots)
+        fed = FullPath(Path(tmp) / "fed", args.slots, args.status_period)
         try:
             for i in range(16):
                 raw.round_trip(i)

@@ -10,7 +10,14 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
     exit 1
 fi
 if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
+    if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+        # Debian and Ubuntu ship venv separately.
+        rm -rf .venv
+        if command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+        fi
+        "$PYTHON" -m venv .venv
+    fi
 fi
 stamp=.venv/.colmena-fed-installed
 wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)

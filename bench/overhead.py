@@ -7,9 +7,10 @@ Both engines run side by side for the whole benchmark and the measurements alter
 them (and which goes first), so drift of the machine affects both alike.
 
 Prints both throughputs (median over repeats), the median added latency of one task (sequential
-round trips, interleaved), and as its last line ``ratio <colmena-fed / raw throughput>``: the
-median over repeats of the ratio of each back-to-back pair of bursts, which cancels the slow
-drift of a shared 2-core machine better than a ratio of medians.
+round trips, interleaved), the CPU time this process spends per task in each, and as its last
+line ``ratio <colmena-fed / raw throughput>``: the median over repeats of the ratio of each
+back-to-back pair of bursts, which cancels the slow drift of a shared 2-core machine better
+than a ratio of medians.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class RawEngine:
         self.serializer = ComputeSerializer()
         self.function = self.serializer.serialize(noop)
         self.no_kwargs = self.serializer.serialize({})
+        self.cpu_per_task: list[float] = []
 
     def submit(self, i: int) -> GCFuture:
         """Send ``noop(i)`` to the engine."""
@@ -74,9 +76,11 @@ class RawEngine:
     def burst(self, n_tasks: int) -> float:
         """Tasks per second for ``n_tasks`` submitted at once."""
         start = time.perf_counter()
+        cpu = time.process_time()
         futures = [self.submit(i) for i in range(n_tasks)]
         for future in futures:
             self.result(future)
+        self.cpu_per_task.append((time.process_time() - cpu) / n_tasks)
         return n_tasks / (time.perf_counter() - start)
 
 
@@ -93,6 +97,7 @@ class FullPath:
         self.queues = TaskQueues(topics=["bench"])
         self.server = TaskServer(self.queues, sites, [Method(noop)], run_dir=run_dir)
         self.server.start()
+        self.cpu_per_task: list[float] = []
 
     def round_trip(self, i: int) -> None:
         """One task, start to finish."""
@@ -104,12 +109,14 @@ class FullPath:
     def burst(self, n_tasks: int) -> float:
         """Tasks per second for ``n_tasks`` sent at once, until the last result is taken."""
         start = time.perf_counter()
+        cpu = time.process_time()
         for i in range(n_tasks):
             self.queues.send_inputs(i, method="noop", topic="bench")
         for _ in range(n_tasks):
             result = self.queues.get_result("bench")
             assert result is not None
             assert result.success, result
+        self.cpu_per_task.append((time.process_time() - cpu) / n_tasks)
         return n_tasks / (time.perf_counter() - start)
 
 
@@ -176,6 +183,11 @@ def main() -> None:
     print(f"median round trip: raw {raw_lat * 1e3:.3f} ms, colmena-fed {fed_lat * 1e3:.3f} ms")
     print(f"added latency median    {(fed_lat - raw_lat) * 1e3:8.3f} ms per task")
     paired = statistics.median(f / r for f, r in zip(fed_rates, raw_rates, strict=True))
+    print(
+        f"thinker-process CPU per task (median of bursts): "
+        f"raw {statistics.median(raw.cpu_per_task) * 1e6:.0f} us, "
+        f"colmena-fed {statistics.median(fed.cpu_per_task) * 1e6:.0f} us"
+    )
     print(f"ratio of medians        {fed_rate / raw_rate:8.3f}")
     print(f"ratio {paired:.3f}")
 

@@ -119,13 +119,14 @@ class Scheduler:
         queue = self._pending.get(slot)
         placements: list[Placement] = []
         while queue and any(s.free(slot) > 0 for s in self.sites.values()):
-            index = next((i for i, t in enumerate(queue) if self._best_site(t)), None)
-            if index is None:
+            choice = next(
+                ((i, site) for i, t in enumerate(queue) if (site := self._best_site(t))), None
+            )
+            if choice is None:
                 break
+            index, site = choice
             task = queue[index]
             del queue[index]
-            site = self._best_site(task)
-            assert site is not None
             placements.append(self._take(task, site))
         return placements
 

@@ -174,37 +174,38 @@ class TaskServer:
             self._reject(task, str(exc))
             return
         with self._lock:
-            if self._closed:
-                placement = None
-                closed = True
-            else:
-                closed = False
-                placement = self.scheduler.submit(task)
-                if placement is not None:
-                    self._mark_dispatched(placement)
+            closed = self._closed
+            placements = [] if closed else self._mark_dispatched(self.scheduler.submit(task))
         if closed:
             self._shut_out(task)
-        elif placement is not None:
-            self._send(placement.task)
+        self._send(placements)
 
-    def _mark_dispatched(self, placement: Placement) -> None:
-        """Book-keeping for a placement; the caller holds the lock."""
-        task = placement.task
-        task.endpoint = self.backends[placement.site].endpoint_id
-        task.timestamps.dispatched = time.time()
-        self._in_flight[task.task_id] = task
-        self.counts[placement.site].running += 1
+    def _mark_dispatched(self, placements: Placement | list[Placement] | None) -> list[Placement]:
+        """Book-keeping for placements about to be sent; the caller holds the lock."""
+        if placements is None:
+            return []
+        if isinstance(placements, Placement):
+            placements = [placements]
+        now = time.time()
+        for placement in placements:
+            task = placement.task
+            task.endpoint = self.backends[placement.site].endpoint_id
+            task.timestamps.dispatched = now
+            self._in_flight[task.task_id] = task
+            self.counts[placement.site].running += 1
+        return placements
 
-    def _send(self, task: Result) -> None:
-        """Hand a placed task to its site (outside the lock: a backend may call back at once)."""
-        assert task.site is not None
-        self.backends[task.site].submit(
-            task.task_id,
-            task.method,
-            task.args,
-            task.kwargs,
-            functools.partial(self._on_done, task),
-        )
+    def _send(self, placements: list[Placement]) -> None:
+        """Hand placed tasks to their sites (outside the lock: a backend may call back at once)."""
+        for placement in placements:
+            task = placement.task
+            self.backends[placement.site].submit(
+                task.task_id,
+                task.method,
+                task.args,
+                task.kwargs,
+                functools.partial(self._on_done, task),
+            )
 
     def _on_done(self, task: Result, outcome: Outcome) -> None:
         """A site finished a task (runs in the backend's result thread)."""
@@ -227,21 +228,15 @@ class TaskServer:
             else:
                 counts.failed += 1
             counts.by_method[task.method] = counts.by_method.get(task.method, 0) + 1
-            placements = self.scheduler.release(site, task.slot)
-            for placement in placements:
-                self._mark_dispatched(placement)
-        for placement in placements:
-            self._send(placement.task)
+            placements = self._mark_dispatched(self.scheduler.release(site, task.slot))
+        self._send(placements)
         self._finish(task)
 
     def _on_status(self, site: str, status: SiteStatus) -> None:
         with self._lock:
             self.counts[site].status = status
-            placements = self.scheduler.set_online(site, status.online)
-            for placement in placements:
-                self._mark_dispatched(placement)
-        for placement in placements:
-            self._send(placement.task)
+            placements = self._mark_dispatched(self.scheduler.set_online(site, status.online))
+        self._send(placements)
 
     def _record(self, task: Result, report: WorkerReport) -> None:
         stamps = task.timestamps

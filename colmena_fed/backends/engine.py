@@ -123,7 +123,7 @@ class StatusReader:
         if thread.is_alive():
             self._stuck = thread
             return f"no status report within {self.timeout:.0f} s"
-        state: Mapping[str, Any] | str = answer.get("state") or answer["error"]
+        state: Mapping[str, Any] | str = answer["state"] if "state" in answer else answer["error"]
         return state
 
 

@@ -90,7 +90,13 @@ class FullPath:
     def __init__(self, run_dir: Path, slots: int, status_period: float) -> None:
         sites = SitesConfig.from_dict(
             {
-                "sites": {"bench": {"local": str(ENDPOINT_YAML), "resources": {"cpu": slots}}},
+                "sites": {
+                    "bench": {
+                        "local": str(ENDPOINT_YAML),
+                        "resources": {"cpu": slots},
+                        "prefetch": slots,
+                    }
+                },
                 "scheduler": {"status_period": status_period},
             }
         )

@@ -2,7 +2,14 @@
 
 from colmena_fed.errors import ColmenaFedError, ConfigError, SiteError
 from colmena_fed.methods import Method
-from colmena_fed.models import FailureInfo, ResourceRequest, Result, Timestamps, WorkerInfo
+from colmena_fed.models import (
+    Attempt,
+    FailureInfo,
+    ResourceRequest,
+    Result,
+    Timestamps,
+    WorkerInfo,
+)
 from colmena_fed.queues import TaskQueues
 from colmena_fed.server import TaskServer
 from colmena_fed.sites import SitesConfig
@@ -16,6 +23,7 @@ from colmena_fed.thinker import (
 )
 
 __all__ = [
+    "Attempt",
     "BaseThinker",
     "ColmenaFedError",
     "ConfigError",

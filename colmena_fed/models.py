@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FailureKind = Literal["user", "system", "rejected", "shutdown"]
+from colmena_fed import clock
+
+FailureKind = Literal["user", "system", "rejected", "shutdown", "expired", "superseded"]
 
 
 class ResourceRequest(BaseModel):
@@ -34,7 +35,9 @@ class FailureInfo(BaseModel):
         description=(
             "'user': the method raised; 'system': the site or its workers failed; "
             "'rejected': the task could not be placed (unknown method, no site offers its slot); "
-            "'shutdown': the task server stopped before the task ran."
+            "'shutdown': the task server stopped before the task ran; 'expired': the task was "
+            "not dispatched within its max_wait; 'superseded': a newer task with the same "
+            "supersede key replaced it while it was pending."
         )
     )
     exception_type: str = Field(description="Name of the exception class, e.g. 'ValueError'.")
@@ -65,7 +68,7 @@ class Timestamps(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    created: float = Field(default_factory=time.time, description="The thinker called send_inputs.")
+    created: float = Field(default_factory=clock.now, description="The thinker called send_inputs.")
     dispatched: float | None = Field(
         default=None, description="The task server sent the task to a site (last attempt)."
     )
@@ -80,6 +83,25 @@ class Timestamps(BaseModel):
     )
     delivered: float | None = Field(
         default=None, description="The thinker took the result from its topic (get_result)."
+    )
+
+
+class Attempt(BaseModel):
+    """One time the task was sent to a site, and how that attempt ended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site: str = Field(description="Site the attempt was sent to.")
+    dispatched: float = Field(description="When the task server sent it (seconds since epoch).")
+    ended: float | None = Field(
+        default=None, description="When the attempt ended; None while it runs."
+    )
+    reason: str | None = Field(
+        default=None,
+        description=(
+            "Why the attempt did not produce the final outcome (e.g. 'WorkerLost: ...', "
+            "'site offline'); None for the attempt that did."
+        ),
     )
 
 
@@ -122,6 +144,36 @@ class Result(BaseModel):
         default_factory=dict, description="Free-form data from the thinker, returned untouched."
     )
     retries: int = Field(default=0, description="How many times the task was re-sent to a site.")
+    max_retries: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Re-sends allowed after a site fails the task (never after the method raises); "
+            "None: the method's own limit."
+        ),
+    )
+    max_wait: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds the task may wait on the thinker side to be dispatched; past that it ends "
+            "as a failed result of kind 'expired'."
+        ),
+    )
+    supersede: str | None = Field(
+        default=None,
+        description=(
+            "Key: a newer pending task with the same key replaces this one while it is still "
+            "pending (it then ends as 'superseded')."
+        ),
+    )
+    priority: int = Field(
+        default=0,
+        description="Pending tasks with higher priority are dispatched first (FIFO within one).",
+    )
+    attempts: list[Attempt] = Field(
+        default_factory=list, description="Every dispatch to a site, in order, and how it ended."
+    )
     slot: str | None = Field(default=None, description="Slot kind the task was placed on.")
     site: str | None = Field(default=None, description="Name of the site the task ran on.")
     endpoint: str | None = Field(
@@ -134,6 +186,11 @@ class Result(BaseModel):
     timestamps: Timestamps = Field(
         default_factory=Timestamps, description="When the task passed each hop."
     )
+
+    def fail(self, kind: FailureKind, exception_type: str, message: str) -> None:
+        """Mark the task failed for a reason of its own (no traceback: nothing raised here)."""
+        self.success = False
+        self.failure = FailureInfo(kind=kind, exception_type=exception_type, message=message)
 
     @property
     def queue_wait(self) -> float | None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
+from colmena_fed import clock
 from colmena_fed.models import ResourceRequest, Result
 
 RequestSink = Callable[[Result], None]
@@ -51,10 +51,19 @@ class TaskQueues:
     results come back on the topic they were sent with, each exactly once.
     """
 
-    def __init__(self, topics: Iterable[str] = ()) -> None:
-        """Create queues for ``topics``; the ``default`` topic always exists."""
+    def __init__(
+        self, topics: Iterable[str] = (), priorities: Mapping[str, int] | None = None
+    ) -> None:
+        """Create queues for ``topics``; the ``default`` topic always exists.
+
+        ``priorities`` ranks topics (higher first, 0 for those not named): pending tasks of a
+        higher-priority topic are dispatched before older tasks of a lower one.
+        """
         names = ["default", *(t for t in topics if t != "default")]
         self.topics: tuple[str, ...] = tuple(dict.fromkeys(names))
+        self.priorities = dict(priorities or {})
+        for topic in self.priorities:
+            self._check_known(topic, names)
         self._results: dict[str, queue.SimpleQueue[Result]] = {
             t: queue.SimpleQueue() for t in self.topics
         }
@@ -74,7 +83,12 @@ class TaskQueues:
 
     def _check_topic(self, topic: str) -> None:
         if topic not in self._results:
-            raise ValueError(f"unknown topic {topic!r}; known topics: {', '.join(self.topics)}")
+            self._check_known(topic, self.topics)
+
+    @staticmethod
+    def _check_known(topic: str, topics: Iterable[str]) -> None:
+        if topic not in topics:
+            raise ValueError(f"unknown topic {topic!r}; known topics: {', '.join(topics)}")
 
     @property
     def active_count(self) -> int:
@@ -91,6 +105,10 @@ class TaskQueues:
         keep_inputs: bool = True,
         task_info: Mapping[str, Any] | None = None,
         site: str | None = None,
+        max_wait: float | None = None,
+        supersede: str | None = None,
+        max_retries: int | None = None,
+        priority: int | None = None,
     ) -> str:
         """Submit one task; returns its task id.
 
@@ -104,6 +122,13 @@ class TaskQueues:
             keep_inputs: Keep the inputs on the result record.
             task_info: Free-form data returned untouched on the result.
             site: Run only on this site.
+            max_wait: Seconds the task may wait to be dispatched; after that it ends as a
+                failed result of kind ``expired``.
+            supersede: A key: this task replaces a pending (not yet dispatched) task sent
+                with the same key, which ends as a failed result of kind ``superseded``.
+            max_retries: Re-sends allowed after a site fails the task (default: the
+                method's own ``max_retries``); the method raising is never retried.
+            priority: Dispatch rank among pending tasks (default: the topic's priority).
         """
         self._check_topic(topic)
         result = Result(
@@ -114,6 +139,10 @@ class TaskQueues:
             keep_inputs=keep_inputs,
             resources=as_resource_request(resources, site),
             task_info=dict(task_info or {}),
+            max_wait=max_wait,
+            supersede=supersede,
+            max_retries=max_retries,
+            priority=self.priorities.get(topic, 0) if priority is None else priority,
         )
         with self._lock:
             self._active += 1
@@ -132,7 +161,7 @@ class TaskQueues:
             result = self._results[topic].get(timeout=timeout)
         except queue.Empty:
             return None
-        result.timestamps.delivered = time.time()
+        result.timestamps.delivered = clock.now()
         with self._lock:
             self._active -= 1
             if self._active == 0:

@@ -6,8 +6,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from colmena_fed.server import TaskServer
 
 #: Longest a cancellable wait goes without checking its ``cancel_if`` event.
 REACTION_S = 0.1
@@ -24,6 +27,9 @@ class ResourceCounter:
     all slots start. `reallocate` moves slots between pools; `acquire` takes free slots of a
     pool for a task and `release` gives them back to the same pool. Waits are first come,
     first served per pool, and all operations are thread-safe.
+
+    A pool can also `follow` the federation: its size then tracks how many tasks of a slot
+    kind the task server's online sites can hold, as batch jobs start and sites go down.
     """
 
     def __init__(self, total_slots: int, task_types: Iterable[str] = ()) -> None:
@@ -40,6 +46,8 @@ class ResourceCounter:
         self._allocated: dict[str | None, int] = {None: total_slots, **dict.fromkeys(types, 0)}
         self._available = dict(self._allocated)
         self._lines: dict[str | None, deque[object]] = {pool: deque() for pool in self._allocated}
+        #: Slots a shrunk pool still owes: acquired slots that vanish when released.
+        self._owed: dict[str | None, int] = dict.fromkeys(self._allocated, 0)
         self._cond = threading.Condition()
 
     @property
@@ -111,10 +119,13 @@ class ResourceCounter:
         _check_count(n_slots)
         self.check_pool(task)
         with self._cond:
-            held = self._allocated[task] - self._available[task]
+            owed = self._owed[task]
+            held = self._allocated[task] - self._available[task] + owed
             if n_slots > held:
                 raise ValueError(f"cannot release {n_slots} slots of {task!r}: {held} acquired")
-            self._available[task] += n_slots
+            repaid = min(owed, n_slots)
+            self._owed[task] -= repaid
+            self._available[task] += n_slots - repaid
             self._cond.notify_all()
         return self.acquire(task, n_slots, timeout) if rerequest else None
 
@@ -147,6 +158,47 @@ class ResourceCounter:
             self._cond.notify_all()
         logger.info("moved %d slots from %r to %r", moved, task_from, task_to)
         return True
+
+    def follow(
+        self,
+        server: TaskServer,
+        slot: str,
+        pool: str,
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
+        """Size ``pool`` to the federation's live capacity for ``slot``, now and as it changes.
+
+        When capacity grows, the new slots are free at once; when it shrinks, free slots go
+        first and acquired ones vanish as they are released. ``on_change(slots)`` is called
+        after each change (from the task server's status thread).
+        """
+        self.check_pool(pool)
+        if pool is None:
+            raise ValueError("the unallocated pool cannot follow a slot kind; name a task type")
+
+        def resize(slots: int) -> None:
+            self._resize(pool, slots)
+            if on_change is not None:
+                on_change(slots)
+
+        server.watch_capacity(slot, resize)
+        self._resize(pool, server.live_capacity(slot))
+
+    def _resize(self, pool: str, slots: int) -> None:
+        with self._cond:
+            change = slots - self._allocated[pool]
+            if change >= 0:
+                repaid = min(self._owed[pool], change)
+                self._owed[pool] -= repaid
+                self._available[pool] += change - repaid
+            else:
+                freed = min(self._available[pool], -change)
+                self._available[pool] -= freed
+                self._owed[pool] += -change - freed
+            self._allocated[pool] = slots
+            self._total += change
+            self._cond.notify_all()
+        logger.info("pool %r follows the federation: %d slots", pool, slots)
 
     def _take(
         self,

@@ -1,37 +1,26 @@
-"""Placement: which site runs each task, and when.
+"""Pending work and placement: which site runs each task, and when.
 
-Pending work stays on the thinker side (late binding): a task is dispatched only when an
-eligible site has a free slot of its kind. The scheduler is a plain object driven by the task
-server's event loop, so it holds no locks and can be tested without starting anything.
+Pending tasks stay on the thinker side (late binding), ordered by priority then FIFO, and are
+dispatched only when a site they may use has a free slot of their kind; the policy picks which.
+Tasks are queued by (slot kind, sites allowed), so a task waiting for one busy site never holds
+up tasks that could run elsewhere. The scheduler is plain data driven by the task server under
+its lock: no threads, no locks, testable without starting anything.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from colmena_fed.models import Result
+from colmena_fed.policies import Availability, Observations, Policy, SiteState
 
 
 class PlacementError(ValueError):
     """A task can never be placed (no site offers what it needs)."""
-
-
-@dataclass
-class SiteSlots:
-    """Slot accounting for one site."""
-
-    name: str
-    capacity: dict[str, int]
-    in_flight: dict[str, int] = field(default_factory=dict)
-    online: bool = True
-
-    def free(self, slot: str) -> int:
-        """Slots of kind ``slot`` that could take a task now."""
-        if not self.online:
-            return 0
-        return self.capacity.get(slot, 0) - self.in_flight.get(slot, 0)
 
 
 @dataclass(frozen=True)
@@ -42,27 +31,79 @@ class Placement:
     site: str
 
 
+class Step(NamedTuple):
+    """What one scheduler call decided: tasks to send now, tasks that ended while pending."""
+
+    placed: list[Placement]
+    ended: list[Result]
+
+
+#: A pending queue: tasks of one slot kind allowed on the same sites (None: any site).
+QueueKey = tuple[str, frozenset[str] | None]
+
+
+@dataclass(order=True)
+class _Entry:
+    """A pending task in its queue; ``alive`` turns False when it leaves early."""
+
+    rank: tuple[int, float, int]
+    task: Result = field(compare=False)
+    key: QueueKey = field(compare=False)
+    alive: bool = field(default=True, compare=False)
+
+
 class Scheduler:
-    """Keeps pending tasks per slot kind and places them on the site with most free slots.
+    """Pending tasks, slots per site, and a `Policy` that decides placements."""
 
-    This is the ``availability`` policy: among online sites that offer the task's slot kind
-    (and, if the task names one, that site), the one with most free slots wins; ties go to the
-    site listed first.
-    """
+    def __init__(
+        self,
+        capacities: Mapping[str, Mapping[str, int]],
+        policy: Policy | None = None,
+        prefetch: Mapping[str, int] | None = None,
+        observations: Observations | None = None,
+    ) -> None:
+        """Schedule over sites given as ``{site: {slot kind: slots}}``.
 
-    def __init__(self, capacities: Mapping[str, Mapping[str, int]]) -> None:
-        """Create a scheduler for sites given as ``{site: {slot kind: slots}}``."""
-        self.sites = {name: SiteSlots(name, dict(slots)) for name, slots in capacities.items()}
-        self._pending: dict[str, deque[Result]] = {}
+        Args:
+            capacities: Declared slots per site and kind.
+            policy: Placement policy; `Availability` if None.
+            prefetch: Tasks a site may hold beyond its live worker count, per site.
+            observations: What the policy learns from; shared with ``policy``.
+        """
+        prefetch = prefetch or {}
+        self.observations = observations or Observations()
+        self.policy: Policy = policy or Availability(self.observations)
+        self.sites = {
+            name: SiteState(name, dict(slots), prefetch.get(name, 0))
+            for name, slots in capacities.items()
+        }
+        self._offering: dict[str, list[SiteState]] = {}
+        for site in self.sites.values():
+            for slot in site.capacity:
+                self._offering.setdefault(slot, []).append(site)
+        self._queues: dict[QueueKey, list[_Entry]] = {}
+        self._keys: dict[str, list[QueueKey]] = {}
+        self._pending: dict[str, _Entry] = {}
+        self._waiting: dict[str, int] = {}
+        self._superseding: dict[str, str] = {}
+        self._deadlines: list[tuple[float, int, str]] = []
+        self._counter = itertools.count()
 
     @property
     def pending_count(self) -> int:
         """Tasks waiting on the thinker side for a slot."""
-        return sum(len(q) for q in self._pending.values())
+        return len(self._pending)
 
     def pending_by_slot(self) -> dict[str, int]:
         """Pending tasks per slot kind."""
-        return {slot: len(q) for slot, q in self._pending.items() if q}
+        counts: dict[str, int] = {}
+        for entry in self._pending.values():
+            counts[entry.key[0]] = counts.get(entry.key[0], 0) + 1
+        return counts
+
+    def live_capacity(self, slot: str) -> int:
+        """Tasks of kind ``slot`` the federation could hold now, over all online sites."""
+        return sum(site.live_capacity(slot) for site in self._offering.get(slot, ()))
 
     def check(self, task: Result) -> None:
         """Raise `PlacementError` if no site could ever run ``task`` (``task.slot`` set)."""
@@ -79,74 +120,206 @@ class Scheduler:
                     f"task {task.task_id} ({task.method}) needs a {slot!r} slot but site "
                     f"{wanted!r} offers only {', '.join(site.capacity)}"
                 )
-            return
-        if not any(slot in s.capacity for s in self.sites.values()):
-            offered = sorted({k for s in self.sites.values() for k in s.capacity})
+        elif slot not in self._offering:
+            offered = sorted(self._offering)
             raise PlacementError(
                 f"task {task.task_id} ({task.method}) needs a {slot!r} slot, which no site "
                 f"offers; slot kinds offered: {', '.join(offered)}"
             )
 
-    def submit(self, task: Result) -> Placement | None:
-        """Place ``task`` now if a slot is free, else keep it pending (returns None)."""
-        site = self._best_site(task)
-        if site is None:
-            self._pending.setdefault(task.slot or "", deque()).append(task)
-            return None
-        return self._take(task, site)
+    def submit(self, task: Result) -> Step:
+        """Queue a new task (``task.slot`` set and checked) and place what can be placed."""
+        ended: list[Result] = []
+        if task.supersede is not None:
+            older = self._pending.get(self._superseding.get(task.supersede, ""))
+            if older is not None:
+                self._remove(older)
+                older.task.fail(
+                    "superseded",
+                    "Superseded",
+                    f"task {task.task_id} with the same supersede key {task.supersede!r} "
+                    "replaced it before it was dispatched",
+                )
+                ended.append(older.task)
+        slot, allowed = task.slot or "", self._allowed(task)
+        if not self._waiting.get(slot):  # nothing older waits for this kind: place it now
+            sites = self._online(slot, allowed)
+            choice = self.policy.choose(task, sites) if _any_free(sites, slot) else None
+            if choice is not None:
+                return Step([self._take(task, *choice)], ended)
+        if task.supersede is not None:
+            self._superseding[task.supersede] = task.task_id
+        if task.max_wait is not None:
+            deadline = task.timestamps.created + task.max_wait
+            heapq.heappush(self._deadlines, (deadline, next(self._counter), task.task_id))
+        self._enqueue(task, allowed)
+        return Step(self._fill(slot), ended)
+
+    def requeue(self, task: Result, now: float) -> Step:
+        """Queue a task again after a site failed it, preferring sites it has not failed on."""
+        if task.max_wait is not None and now >= task.timestamps.created + task.max_wait:
+            _expire(task)
+            return Step([], [task])
+        allowed = self._allowed(task)
+        failed = {attempt.site for attempt in task.attempts}
+        candidates = (
+            allowed
+            if allowed is not None
+            else frozenset(s.name for s in self._offering.get(task.slot or "", ()))
+        )
+        if candidates - failed:
+            allowed = candidates - failed
+        self._enqueue(task, allowed)
+        return Step(self._fill(task.slot or ""), [])
 
     def release(self, site: str, slot: str) -> list[Placement]:
         """A task of kind ``slot`` left ``site``: free its slot and fill free slots."""
-        slots = self.sites[site]
-        slots.in_flight[slot] -= 1
-        return self._fill(slot)
+        state = self.sites[site]
+        state.in_flight[slot] -= 1
+        state.total_in_flight -= 1
+        return self._fill_site(state)
 
-    def set_online(self, site: str, online: bool) -> list[Placement]:
-        """Mark a site on- or offline; a site coming back fills its free slots."""
-        slots = self.sites[site]
-        was, slots.online = slots.online, online
-        if online and not was:
-            return [p for slot in slots.capacity for p in self._fill(slot)]
-        return []
+    def set_status(self, site: str, online: bool, workers: int | None = None) -> list[Placement]:
+        """Record a site's live state; new room (back online, more workers) is filled at once."""
+        state = self.sites[site]
+        state.online, state.workers, state.suspended = online, workers, False
+        return self._fill_site(state) if online else []
+
+    def suspend(self, site: str) -> None:
+        """Send nothing more to ``site`` until its next status report (it just failed a task).
+
+        Without this, a site that fails every task at once would swallow the whole queue,
+        one failed attempt per task, before its status caught up.
+        """
+        self.sites[site].suspended = True
+
+    def observe(self, task: Result) -> None:
+        """Learn from a task that finished on a site."""
+        self.observations.learn(task)
+
+    def next_deadline(self) -> float | None:
+        """When the earliest pending task with a ``max_wait`` expires, if any does."""
+        while self._deadlines and self._deadlines[0][2] not in self._pending:
+            heapq.heappop(self._deadlines)
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def expire(self, now: float) -> list[Result]:
+        """Remove and return the pending tasks whose ``max_wait`` has passed."""
+        expired = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, task_id = heapq.heappop(self._deadlines)
+            entry = self._pending.get(task_id)
+            if entry is not None:
+                self._remove(entry)
+                _expire(entry.task)
+                expired.append(entry.task)
+        return expired
 
     def drain(self) -> list[Result]:
         """Remove and return every pending task (at shutdown)."""
-        tasks = [t for q in self._pending.values() for t in q]
-        self._pending.clear()
-        return tasks
+        entries = sorted(self._pending.values())
+        for entry in entries:
+            self._remove(entry)
+        return [entry.task for entry in entries]
+
+    def _allowed(self, task: Result) -> frozenset[str] | None:
+        """Sites the task may use: its own request narrowed by the policy (None: any)."""
+        slot = task.slot or ""
+        wanted = task.resources.site
+        if wanted is not None:
+            return frozenset((wanted,))
+        return self.policy.restrict(task, self._offering.get(slot, []))
+
+    def _enqueue(self, task: Result, allowed: frozenset[str] | None) -> None:
+        key: QueueKey = (task.slot or "", allowed)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = []
+            self._keys.setdefault(key[0], []).append(key)
+        entry = _Entry((-task.priority, task.timestamps.created, next(self._counter)), task, key)
+        heapq.heappush(queue, entry)
+        self._pending[task.task_id] = entry
+        self._waiting[key[0]] = self._waiting.get(key[0], 0) + 1
+
+    def _remove(self, entry: _Entry) -> None:
+        entry.alive = False
+        del self._pending[entry.task.task_id]
+        self._waiting[entry.key[0]] -= 1
+        supersede = entry.task.supersede
+        if supersede is not None and self._superseding.get(supersede) == entry.task.task_id:
+            del self._superseding[supersede]
+
+    def _fill_site(self, site: SiteState) -> list[Placement]:
+        placed: list[Placement] = []
+        for slot in site.capacity:
+            if slot in self._keys:
+                placed.extend(self._fill(slot))
+        return placed
 
     def _fill(self, slot: str) -> list[Placement]:
-        queue = self._pending.get(slot)
-        placements: list[Placement] = []
-        while queue and any(s.free(slot) > 0 for s in self.sites.values()):
-            choice = next(
-                ((i, site) for i, t in enumerate(queue) if (site := self._best_site(t))), None
-            )
-            if choice is None:
+        """Place the best pending tasks of kind ``slot`` while some allowed site has room."""
+        keys = self._keys.get(slot)
+        if not keys:
+            return []
+        placed: list[Placement] = []
+        blocked: set[QueueKey] = set()
+        while True:
+            head: _Entry | None = None
+            for key in keys:
+                if key in blocked:
+                    continue
+                queue = self._queues[key]
+                while queue and not queue[0].alive:
+                    heapq.heappop(queue)
+                if queue and (head is None or queue[0].rank < head.rank):
+                    head = queue[0]
+            if head is None:
                 break
-            index, site = choice
-            task = queue[index]
-            del queue[index]
-            placements.append(self._take(task, site))
-        return placements
+            sites = self._online(slot, head.key[1])
+            choice = self.policy.choose(head.task, sites) if _any_free(sites, slot) else None
+            if choice is None:
+                blocked.add(head.key)
+                continue
+            heapq.heappop(self._queues[head.key])
+            self._remove(head)
+            site, reason = choice
+            placed.append(self._take(head.task, site, reason))
+        self._forget_empty(slot)
+        return placed
 
-    def _best_site(self, task: Result) -> SiteSlots | None:
-        slot = task.slot or ""
-        if task.resources.site is not None:
-            site = self.sites[task.resources.site]
-            return site if site.free(slot) > 0 else None
-        best: SiteSlots | None = None
-        best_free = 0
-        for site in self.sites.values():
-            free = site.free(slot)
-            if free > best_free:
-                best, best_free = site, free
-        return best
+    def _online(self, slot: str, allowed: frozenset[str] | None) -> list[SiteState]:
+        offering = self._offering[slot]
+        if allowed is None:
+            return [site for site in offering if site.online]
+        return [site for site in offering if site.online and site.name in allowed]
 
-    def _take(self, task: Result, site: SiteSlots) -> Placement:
+    def _forget_empty(self, slot: str) -> None:
+        """Drop queues that emptied, except the common one, so scans stay short."""
+        keys = self._keys[slot]
+        if len(keys) > 1:
+            kept = [k for k in keys if k[1] is None or self._queues[k]]
+            for key in keys:
+                if key not in kept:
+                    del self._queues[key]
+            self._keys[slot] = kept
+
+    def _take(self, task: Result, site: SiteState, reason: str) -> Placement:
         slot = task.slot or ""
-        free = site.free(slot)
         site.in_flight[slot] = site.in_flight.get(slot, 0) + 1
+        site.total_in_flight += 1
         task.site = site.name
-        task.placement = f"availability: {free} of {site.capacity[slot]} {slot} slots free"
+        task.placement = reason
         return Placement(task, site.name)
+
+
+def _any_free(sites: list[SiteState], slot: str) -> bool:
+    return any(site.free(slot) > 0 for site in sites)
+
+
+def _expire(task: Result) -> None:
+    task.fail(
+        "expired",
+        "Expired",
+        f"task {task.task_id} ({task.method}) was not dispatched within its max_wait of "
+        f"{task.max_wait:g} s",
+    )

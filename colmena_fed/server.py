@@ -7,22 +7,32 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from colmena_fed import clock
 from colmena_fed.backends import Outcome, SiteBackend, SiteStatus, make_backend
+from colmena_fed.backends.sim import SimWorld
 from colmena_fed.errors import SiteError
 from colmena_fed.methods import Method, MethodLike, as_methods
-from colmena_fed.models import FailureInfo, FailureKind, Result, WorkerInfo
+from colmena_fed.models import Attempt, FailureInfo, Result, WorkerInfo
+from colmena_fed.policies import make_policy
 from colmena_fed.queues import TaskQueues
-from colmena_fed.scheduler import Placement, PlacementError, Scheduler
+from colmena_fed.scheduler import Placement, PlacementError, Scheduler, Step
 from colmena_fed.sites import SitesConfig
 from colmena_fed.worker import WorkerReport, run_method
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between status polls while an online site has no workers yet (it is starting).
+STARTING_POLL_S = 0.25
+
+CapacityCallback = Callable[[int], None]
+#: A task about to be sent: the task, its site, and which attempt this is (1 for the first).
+_Dispatch = tuple[Result, str, int]
 
 
 @dataclass
@@ -39,9 +49,10 @@ class SiteCounts:
 class TaskServer:
     """Runs the methods a thinker asks for on the sites of a federation.
 
-    Use it as a context manager: entering starts every site, the status poller and the
-    placement loop; leaving stops them, ends any unfinished task as a failed result (reason
-    ``shutdown``), and stops every engine.
+    Use it as a context manager: entering starts every site and the status poller; leaving
+    stops them, ends any unfinished task as a failed result (reason ``shutdown``), and stops
+    every engine. A task a site fails (worker lost, site offline) is placed again, up to its
+    ``max_retries``; a task whose method raised is reported, never retried.
     """
 
     def __init__(
@@ -62,18 +73,29 @@ class TaskServer:
         self.queues = queues
         self.config = sites
         self.methods: dict[str, Method] = as_methods(methods)
+        #: The virtual world of a simulated federation (all sites `sim`); None otherwise.
+        self.world = SimWorld(sites.sim) if sites.simulated else None
         self.backends: dict[str, SiteBackend] = {
-            name: make_backend(name, site) for name, site in sites.sites.items()
+            name: make_backend(name, site, self.world) for name, site in sites.sites.items()
         }
         self.run_dir = Path(run_dir) if run_dir else None
-        self.scheduler = Scheduler({n: s.resources for n, s in sites.sites.items()})
+        settings = sites.scheduler
+        self.scheduler = Scheduler(
+            {name: site.resources for name, site in sites.sites.items()},
+            prefetch={name: site.prefetch for name, site in sites.sites.items()},
+        )
+        self.scheduler.policy = make_policy(
+            settings.policy, self.scheduler.observations, settings.static
+        )
         self.counts = {name: SiteCounts() for name in self.backends}
         self._lock = threading.Lock()
         self._in_flight: dict[str, Result] = {}
         self._closed = True
-        self._poller: threading.Thread | None = None
+        self._housekeeper: threading.Thread | None = None
         self._stopping = threading.Event()
         self._started: list[str] = []
+        self._watchers: dict[str, list[CapacityCallback]] = {}
+        self._capacity: dict[str, int] = {}
 
     def __enter__(self) -> TaskServer:
         self.start()
@@ -101,16 +123,32 @@ class TaskServer:
             }
             return sites, self.scheduler.pending_by_slot()
 
+    def live_capacity(self, slot: str) -> int:
+        """Tasks of kind ``slot`` the federation can hold now, over its online sites."""
+        with self._lock:
+            return self.scheduler.live_capacity(slot)
+
+    def watch_capacity(self, slot: str, callback: CapacityCallback) -> None:
+        """Call ``callback(slots)`` whenever the federation's live capacity for ``slot`` changes.
+
+        It is called from the thread that saw the change (a status poll), never under a lock.
+        """
+        with self._lock:
+            self._watchers.setdefault(slot, []).append(callback)
+            self._capacity.setdefault(slot, self.scheduler.live_capacity(slot))
+
     def start(self) -> None:
         """Start every site, then accept requests; a site that fails to start stops the rest."""
         if self.run_dir is None:
             self.run_dir = Path(tempfile.mkdtemp(prefix="colmena-fed-"))
+        if self.world is not None:
+            self.world.begin(self._expire)
         try:
             for name, backend in self.backends.items():
                 self._started.append(name)  # before start: a half-started site is stopped too
-                backend.start(self.run_dir / name)
+                backend.start(self.run_dir / name, functools.partial(self._on_status, name))
                 for method in self.methods.values():
-                    backend.register(method.name, _wrap(method))
+                    backend.register(method, _wrap(method))
         except BaseException:
             self._shutdown_backends()
             raise
@@ -118,29 +156,31 @@ class TaskServer:
         for name, backend in self.backends.items():
             self._on_status(name, backend.status())
         self._stopping.clear()
-        self._poller = threading.Thread(
-            target=self._poll_status, name="colmena-fed-status", daemon=True
+        self._housekeeper = threading.Thread(
+            target=self._housekeep, name="colmena-fed-status", daemon=True
         )
-        self._poller.start()
+        self._housekeeper.start()
         self.queues.connect(self._on_request)
 
     def stop(self) -> None:
         """Stop accepting requests, fail what did not finish, and stop every site."""
         self.queues.disconnect()
         self._stopping.set()
-        if self._poller is not None:
-            self._poller.join()
-            self._poller = None
+        if self._housekeeper is not None:
+            self._housekeeper.join()
+            self._housekeeper = None
         with self._lock:
             self._closed = True
             unfinished = [*self.scheduler.drain(), *self._in_flight.values()]
             self._in_flight.clear()
         self._shutdown_backends()
+        if self.world is not None:
+            self.world.end()
         for task in unfinished:
             self._shut_out(task)
 
     def _shut_out(self, task: Result) -> None:
-        self._fail(task, "shutdown", "TaskServerStopped", "the task server stopped first")
+        task.fail("shutdown", "TaskServerStopped", "the task server stopped first")
         self._finish(task)
 
     def _shutdown_backends(self) -> None:
@@ -151,11 +191,34 @@ class TaskServer:
                 logger.exception("site %r did not shut down cleanly", name)
         self._started = []
 
-    def _poll_status(self) -> None:
+    def _housekeep(self) -> None:
+        """Poll the polled sites every status period, and expire tasks at their deadlines."""
         period = self.config.scheduler.status_period
-        while not self._stopping.wait(period):
-            for name, backend in self.backends.items():
-                self._on_status(name, backend.status())
+        polled = {n: b for n, b in self.backends.items() if b.polled}
+        next_poll = time.monotonic() + period
+        while True:
+            with self._lock:
+                deadline = self.scheduler.next_deadline()
+            wait = next_poll - time.monotonic()
+            if deadline is not None:
+                wait = min(wait, deadline - clock.now())
+            if self._stopping.wait(max(wait, 0.0)):
+                return
+            self._expire()
+            if polled and time.monotonic() >= next_poll:
+                for name, backend in polled.items():
+                    self._on_status(name, backend.status())
+                starting = any(s.online and s.workers == 0 for s in self.scheduler.sites.values())
+                wait = min(period, STARTING_POLL_S) if starting else period
+                next_poll = time.monotonic() + wait
+            elif not polled:
+                next_poll = time.monotonic() + period
+
+    def _expire(self) -> None:
+        with self._lock:
+            expired = self.scheduler.expire(clock.now())
+        for task in expired:
+            self._finish(task)
 
     def _on_request(self, task: Result) -> None:
         """A new task from the thinker (runs in the thread that called send_inputs)."""
@@ -175,99 +238,170 @@ class TaskServer:
             return
         with self._lock:
             closed = self._closed
-            placements = [] if closed else self._mark_dispatched(self.scheduler.submit(task))
+            if not closed:
+                placed, ended = self.scheduler.submit(task)
+                dispatches = self._mark_dispatched(placed)
         if closed:
             self._shut_out(task)
-        self._send(placements)
+            return
+        self._send(dispatches)
+        for old in ended:
+            self._finish(old)
 
-    def _mark_dispatched(self, placements: Placement | list[Placement] | None) -> list[Placement]:
+    def _mark_dispatched(self, placements: list[Placement]) -> list[_Dispatch]:
         """Book-keeping for placements about to be sent; the caller holds the lock."""
-        if placements is None:
+        if not placements:
             return []
-        if isinstance(placements, Placement):
-            placements = [placements]
-        now = time.time()
+        now = clock.now()
+        dispatches = []
         for placement in placements:
-            task = placement.task
-            task.endpoint = self.backends[placement.site].endpoint_id
+            task, site = placement.task, placement.site
+            task.endpoint = self.backends[site].endpoint_id
             task.timestamps.dispatched = now
+            task.attempts.append(Attempt(site=site, dispatched=now))
             self._in_flight[task.task_id] = task
-            self.counts[placement.site].running += 1
-        return placements
+            self.counts[site].running += 1
+            dispatches.append((task, site, len(task.attempts)))
+        return dispatches
 
-    def _send(self, placements: list[Placement]) -> None:
+    def _send(self, dispatches: list[_Dispatch]) -> None:
         """Hand placed tasks to their sites (outside the lock: a backend may call back at once)."""
-        for placement in placements:
-            task = placement.task
-            self.backends[placement.site].submit(
-                task.task_id,
-                task.method,
-                task.args,
-                task.kwargs,
-                functools.partial(self._on_done, task),
-            )
+        for task, site, attempt in dispatches:
+            on_done = functools.partial(self._on_done, task, attempt)
+            try:
+                backend = self.backends[site]
+                backend.submit(task.task_id, task.method, task.args, task.kwargs, on_done)
+            except Exception as exc:  # a backend bug must not lose the task
+                logger.exception("site %r failed to take task %s", site, task.task_id)
+                on_done(SiteError(site, type(exc).__name__, f"the site refused the task: {exc}"))
 
-    def _on_done(self, task: Result, outcome: Outcome) -> None:
-        """A site finished a task (runs in the backend's result thread)."""
-        received = time.time()
+    def _on_done(self, task: Result, attempt: int, outcome: Outcome) -> None:
+        """A site finished one attempt of a task (runs in the backend's result thread)."""
+        received = clock.now()
         with self._lock:
-            if self._in_flight.pop(task.task_id, None) is None:
+            if self._in_flight.get(task.task_id) is not task or len(task.attempts) != attempt:
+                logger.info("late outcome of task %s (attempt %d) ignored", task.task_id, attempt)
                 return
+            del self._in_flight[task.task_id]
             task.timestamps.received = received
-            site = task.site
-            assert site is not None
-            assert task.slot is not None
+            site, slot = task.attempts[-1].site, task.slot or ""
             counts = self.counts[site]
             counts.running -= 1
+            placed = self.scheduler.release(site, slot)
+            ended: list[Result] = [task]
             if isinstance(outcome, SiteError):
-                self._fail(task, outcome.kind, outcome.code, outcome.message)
-            else:
-                self._record(task, outcome)
-            if task.success:
-                counts.done += 1
-            else:
                 counts.failed += 1
-            counts.by_method[task.method] = counts.by_method.get(task.method, 0) + 1
-            placements = self._mark_dispatched(self.scheduler.release(site, task.slot))
-        self._send(placements)
-        self._finish(task)
+                if outcome.kind == "system":
+                    self.scheduler.suspend(site)
+                    step = self._retry_or_fail(task, outcome.code, outcome.message, received)
+                    placed.extend(step.placed)
+                    ended = step.ended
+                else:
+                    task.fail(outcome.kind, outcome.code, outcome.message)
+            else:
+                _record(task, outcome)
+                counts.done += task.success is True
+                counts.failed += task.success is False
+                counts.by_method[task.method] = counts.by_method.get(task.method, 0) + 1
+                task.attempts[-1].ended = received
+                self.scheduler.observe(task)
+            dispatches = self._mark_dispatched(placed)
+        self._send(dispatches)
+        for done in ended:
+            self._finish(done)
+
+    def _retry_or_fail(self, task: Result, code: str, message: str, now: float) -> Step:
+        """Close the task's current attempt; place it again if it has retries left."""
+        current = task.attempts[-1]
+        current.ended, current.reason = now, f"{code}: {message}"
+        limit = task.max_retries
+        if limit is None:
+            limit = self.methods[task.method].max_retries
+        if task.retries < limit:
+            task.retries += 1
+            task.site = None
+            return self.scheduler.requeue(task, now)
+        tries = len(task.attempts)
+        task.fail("system", code, f"{message} (after {tries} attempt{'s' * (tries > 1)})")
+        return Step([], [task])
 
     def _on_status(self, site: str, status: SiteStatus) -> None:
+        """A site's new live state: update its slots, and fail over its tasks if it went down."""
+        now = clock.now()
+        online = status.online and now - status.updated <= self.config.scheduler.staleness
+        if status.online and not online:
+            status = replace(status, online=False, detail="status is stale")
+        ended: list[Result] = []
         with self._lock:
             self.counts[site].status = status
-            placements = self._mark_dispatched(self.scheduler.set_online(site, status.online))
-        self._send(placements)
+            was_online = self.scheduler.sites[site].online
+            placed = self.scheduler.set_status(site, online, status.workers)
+            if was_online and not online:
+                step = self._fail_over(site, status.detail or "site offline", now)
+                placed.extend(step.placed)
+                ended = step.ended
+            dispatches = self._mark_dispatched(placed)
+            changed = self._capacity_changes()
+        self._send(dispatches)
+        for task in ended:
+            self._finish(task)
+        for callback, slots in changed:
+            callback(slots)
 
-    def _record(self, task: Result, report: WorkerReport) -> None:
-        stamps = task.timestamps
-        stamps.compute_started = report.compute_started
-        stamps.compute_ended = report.compute_ended
-        task.worker = WorkerInfo(
-            hostname=report.hostname, pid=report.pid, accelerator=report.accelerator
-        )
-        task.success = report.success
-        if task.success:
-            task.value = report.value
-        else:
-            task.failure = FailureInfo(
-                kind="user",
-                exception_type=report.exception_type or "Exception",
-                message=report.message or "",
-                traceback=report.traceback,
-            )
+    def _fail_over(self, site: str, detail: str, now: float) -> Step:
+        """Re-place every task in flight on a site that went offline; the caller holds the lock."""
+        lost = [t for t in self._in_flight.values() if t.attempts[-1].site == site]
+        placed: list[Placement] = []
+        ended: list[Result] = []
+        for task in lost:
+            del self._in_flight[task.task_id]
+            self.counts[site].running -= 1
+            self.counts[site].failed += 1
+            self.scheduler.release(site, task.slot or "")
+            step = self._retry_or_fail(task, "SiteOffline", f"site {site!r}: {detail}", now)
+            placed.extend(step.placed)
+            ended.extend(step.ended)
+        if lost:
+            logger.warning("site %r offline (%s): %d tasks placed again", site, detail, len(lost))
+        return Step(placed, ended)
 
-    def _fail(self, task: Result, kind: FailureKind, exception_type: str, message: str) -> None:
-        task.success = False
-        task.failure = FailureInfo(kind=kind, exception_type=exception_type, message=message)
+    def _capacity_changes(self) -> list[tuple[CapacityCallback, int]]:
+        """Watchers to call for slot kinds whose live capacity changed; caller holds the lock."""
+        calls: list[tuple[CapacityCallback, int]] = []
+        for slot, watchers in self._watchers.items():
+            slots = self.scheduler.live_capacity(slot)
+            if slots != self._capacity.get(slot):
+                self._capacity[slot] = slots
+                calls.extend((callback, slots) for callback in watchers)
+        return calls
 
     def _reject(self, task: Result, message: str) -> None:
-        self._fail(task, "rejected", "PlacementError", message)
+        task.fail("rejected", "PlacementError", message)
         self._finish(task)
 
     def _finish(self, task: Result) -> None:
         if not task.keep_inputs:
             task.args, task.kwargs = (), {}
         self.queues.put_result(task)
+
+
+def _record(task: Result, report: WorkerReport) -> None:
+    stamps = task.timestamps
+    stamps.compute_started = report.compute_started
+    stamps.compute_ended = report.compute_ended
+    task.worker = WorkerInfo(
+        hostname=report.hostname, pid=report.pid, accelerator=report.accelerator
+    )
+    task.success = report.success
+    if task.success:
+        task.value = report.value
+    else:
+        task.failure = FailureInfo(
+            kind="user",
+            exception_type=report.exception_type or "Exception",
+            message=report.message or "",
+            traceback=report.traceback,
+        )
 
 
 def _wrap(method: Method) -> functools.partial[tuple[Any, ...]]:

@@ -7,13 +7,59 @@ from typing import Any, Literal
 from uuid import UUID
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from colmena_fed.errors import ConfigError
 
+#: Globus Compute's limit on status requests: 20 per 10 s per client.
+GLOBUS_STATUS_RATE = 2.0
+
+
+class SimSiteConfig(BaseModel):
+    """A simulated site (backend ``sim``): workers and behaviour, in virtual time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers: dict[str, NonNegativeInt] = Field(
+        description="Workers per slot kind, e.g. {gpu: 4}; a task runs on a worker of its kind."
+    )
+    speed: PositiveFloat = Field(
+        default=1.0, description="Speed factor: a task runs in its work / speed seconds."
+    )
+    startup: NonNegativeFloat = Field(
+        default=0.0, description="Seconds before the site's workers exist (a batch job queuing)."
+    )
+    latency: NonNegativeFloat = Field(
+        default=0.0, description="Seconds a task spends travelling to and from the site."
+    )
+    outages: list[tuple[NonNegativeFloat, PositiveFloat]] = Field(
+        default_factory=list,
+        description=(
+            "Times [start, end) in seconds from the start of the run when the site is down; "
+            "tasks running there when it goes down are lost."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _outages_ordered(self) -> SimSiteConfig:
+        for start, end in self.outages:
+            if end <= start:
+                raise ValueError(f"outage [{start}, {end}] ends before it starts")
+        return self
+
 
 class SiteConfig(BaseModel):
-    """One site: a Globus Compute endpoint, reached by UUID or run in-process from its YAML."""
+    """One site: a Globus Compute endpoint (by UUID), an endpoint YAML run here, or a model."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -27,11 +73,21 @@ class SiteConfig(BaseModel):
             "(a `local` site); relative paths are relative to the sites YAML."
         ),
     )
+    sim: SimSiteConfig | None = Field(
+        default=None, description="A simulated site, for tests and benchmarks (a `sim` site)."
+    )
     resources: dict[str, PositiveInt] = Field(
         description=(
             "Slots per kind (e.g. {cpu: 4} or {gpu: 2}): how many tasks of that kind the site "
             "may hold in flight. More slots than workers hides the round trip to the site."
         )
+    )
+    prefetch: NonNegativeInt = Field(
+        default=0,
+        description=(
+            "Tasks the site may hold beyond its live worker count, queued there to hide the "
+            "round trip (and, for a site scaled to zero, to make its provider start a block)."
+        ),
     )
     user_endpoint_config: dict[str, Any] = Field(
         default_factory=dict,
@@ -40,16 +96,21 @@ class SiteConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_backend(self) -> SiteConfig:
-        if (self.endpoint is None) == (self.local is None):
-            raise ValueError("give exactly one of 'endpoint: <UUID>' or 'local: <endpoint YAML>'")
+        given = [self.endpoint, self.local, self.sim]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError(
+                "give exactly one of 'endpoint: <UUID>', 'local: <endpoint YAML>' or 'sim: {...}'"
+            )
         if not self.resources:
             raise ValueError("'resources' must offer at least one slot kind, e.g. {cpu: 2}")
         return self
 
     @property
-    def backend(self) -> Literal["globus", "local"]:
+    def backend(self) -> Literal["globus", "local", "sim"]:
         """Which backend serves this site."""
-        return "local" if self.local is not None else "globus"
+        if self.local is not None:
+            return "local"
+        return "sim" if self.sim is not None else "globus"
 
 
 class SchedulerConfig(BaseModel):
@@ -57,14 +118,65 @@ class SchedulerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    policy: Literal["availability"] = Field(
+    policy: Literal["availability", "fastest", "round_robin", "static"] = Field(
         default="availability",
-        description="Placement policy: 'availability' picks the site with most free slots.",
+        description=(
+            "Placement policy: 'availability' (most free slots), 'fastest' (earliest expected "
+            "finish, learned), or the baselines 'round_robin' and 'static'."
+        ),
     )
-    status_period: float = Field(
+    static: dict[str, str] = Field(
+        default_factory=dict,
+        description="For policy 'static': method name -> site name.",
+    )
+    status_period: PositiveFloat = Field(
         default=2.0,
-        gt=0,
-        description="Seconds between status polls of each site.",
+        description=(
+            "Seconds between status polls of each site (Globus Compute allows 20 status "
+            "requests per 10 s per client: keep it >= 0.5 x the number of globus sites)."
+        ),
+    )
+    stale_after: PositiveFloat | None = Field(
+        default=None,
+        description=(
+            "A site whose last good status is older than this many seconds counts as offline; "
+            "None: 5 status periods."
+        ),
+    )
+
+    @property
+    def staleness(self) -> float:
+        """Seconds after which a site's status is stale."""
+        return self.stale_after if self.stale_after is not None else 5 * self.status_period
+
+
+class LoadModel(BaseModel):
+    """How long a method's tasks take in a simulation (seconds at speed 1.0)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    distribution: Literal["constant", "exponential", "lognormal", "uniform"] = Field(
+        default="constant", description="Shape of the run-time distribution."
+    )
+    mean: PositiveFloat = Field(description="Mean run time in seconds.")
+    sigma: NonNegativeFloat = Field(
+        default=0.5,
+        description="'lognormal': sigma of the log; 'uniform': half-width as a fraction of mean.",
+    )
+
+
+class SimConfig(BaseModel):
+    """Settings shared by every simulated site."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(default=0, description="Seed of the random run times.")
+    methods: dict[str, LoadModel] = Field(
+        default_factory=dict,
+        description=(
+            "Run time per method name; a task can give its own with "
+            "task_info={'sim_seconds': ...}. Methods not listed take 1 s."
+        ),
     )
 
 
@@ -77,6 +189,9 @@ class SitesConfig(BaseModel):
     scheduler: SchedulerConfig = Field(
         default_factory=SchedulerConfig, description="Placement settings."
     )
+    sim: SimConfig = Field(
+        default_factory=SimConfig, description="Settings of simulated ('sim') sites."
+    )
     source: Path | None = Field(
         default=None, exclude=True, description="File this configuration was read from."
     )
@@ -85,7 +200,34 @@ class SitesConfig(BaseModel):
     def _has_sites(self) -> SitesConfig:
         if not self.sites:
             raise ValueError("no sites: add at least one under 'sites:'")
+        simulated = {name for name, site in self.sites.items() if site.sim is not None}
+        if simulated and simulated != set(self.sites):
+            real = ", ".join(sorted(set(self.sites) - simulated))
+            raise ValueError(
+                f"'sim' sites run in virtual time and cannot be mixed with real ones ({real})"
+            )
+        for method, site in self.scheduler.static.items():
+            if site not in self.sites:
+                raise ValueError(
+                    f"scheduler.static maps method {method!r} to site {site!r}, which does not "
+                    f"exist; sites: {', '.join(self.sites)}"
+                )
+        remote = sum(site.endpoint is not None for site in self.sites.values())
+        if remote / self.scheduler.status_period > GLOBUS_STATUS_RATE:
+            raise ValueError(
+                f"scheduler.status_period {self.scheduler.status_period:g} s polls {remote} "
+                f"globus sites faster than Globus Compute allows ({GLOBUS_STATUS_RATE:g} status "
+                f"requests per second per client); use at least "
+                f"{remote / GLOBUS_STATUS_RATE:g} s"
+            )
+        if self.scheduler.policy == "static" and not self.scheduler.static:
+            raise ValueError("policy 'static' needs a method -> site map under scheduler.static")
         return self
+
+    @property
+    def simulated(self) -> bool:
+        """Whether the federation is simulated (every site a `sim` site)."""
+        return all(site.sim is not None for site in self.sites.values())
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SitesConfig:

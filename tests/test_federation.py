@@ -14,7 +14,7 @@ from colmena_fed import Result, TaskQueues, TaskServer
 def take(queues: TaskQueues, topic: str, count: int) -> list[Result]:
     results: list[Result] = []
     for _ in range(count):
-        result = queues.get_result(topic, timeout=60)
+        result = queues.get_result(topic, timeout=120)
         assert result is not None, f"only {len(results)} of {count} results on {topic!r}"
         results.append(result)
     return results
@@ -181,14 +181,19 @@ def test_status_reports_workers_of_each_site(federation: TaskServer) -> None:
     assert federation.counts["cpu-site"].done > 0
 
 
-def test_lost_worker_is_a_system_failure_and_the_site_recovers(queues: TaskQueues) -> None:
-    queues.send_inputs(method="die", topic="simulate")
+def test_lost_worker_is_retried_then_a_system_failure_and_the_site_recovers(
+    queues: TaskQueues,
+) -> None:
+    queues.send_inputs(method="die", topic="simulate", max_retries=1)
     (lost,) = take(queues, "simulate", 1)
     assert lost.success is False
     assert lost.failure is not None
     assert lost.failure.kind == "system"
     assert "WorkerLost" in lost.failure.message
-    assert lost.site == "cpu-site"
+    assert "after 2 attempts" in lost.failure.message
+    assert lost.retries == 1
+    assert [a.site for a in lost.attempts] == ["cpu-site", "cpu-site"]
+    assert all(a.reason and "WorkerLost" in a.reason for a in lost.attempts)
     queues.send_inputs(4, method="double", topic="simulate")
     (after,) = take(queues, "simulate", 1)
     assert after.value == 8

@@ -119,3 +119,40 @@ def test_local_path_may_start_with_home(tmp_path: Path, monkeypatch: pytest.Monk
     (tmp_path / "cpu.yaml").write_text("engine: {type: GlobusComputeEngine}\n")
     path = write(tmp_path, "sites:\n  laptop:\n    local: ~/cpu.yaml\n    resources: {cpu: 1}\n")
     assert SitesConfig.from_yaml(path).sites["laptop"].local == tmp_path / "cpu.yaml"
+
+
+def test_status_polling_faster_than_globus_allows_is_refused() -> None:
+    sites = {
+        f"hpc{i}": {"endpoint": f"5c9d8e1a-0000-4000-8000-00000000000{i}", "resources": {"cpu": 1}}
+        for i in range(4)
+    }
+    with pytest.raises(
+        ConfigError, match=r"status_period 1 s polls 4 globus sites .* at least 2 s"
+    ):
+        SitesConfig.from_dict({"sites": sites, "scheduler": {"status_period": 1}})
+    assert SitesConfig.from_dict({"sites": sites, "scheduler": {"status_period": 2}}).sites
+
+
+def test_static_policy_names_a_missing_site_or_map() -> None:
+    site = {"a": {"sim": {"workers": {"cpu": 1}}, "resources": {"cpu": 1}}}
+    with pytest.raises(ConfigError, match="maps method 'train' to site 'b', which does not exist"):
+        SitesConfig.from_dict(
+            {"sites": site, "scheduler": {"policy": "static", "static": {"train": "b"}}}
+        )
+    with pytest.raises(ConfigError, match="policy 'static' needs a method -> site map"):
+        SitesConfig.from_dict({"sites": site, "scheduler": {"policy": "static"}})
+
+
+def test_unknown_policy_and_bad_outage_are_named() -> None:
+    with pytest.raises(ConfigError, match=r"field 'scheduler\.policy'"):
+        SitesConfig.from_dict(
+            {
+                "sites": {"a": {"local": "x.yaml", "resources": {"cpu": 1}}},
+                "scheduler": {"policy": "random"},
+            }
+        )
+    bad = {"sim": {"workers": {"cpu": 1}, "outages": [[5, 2]]}, "resources": {"cpu": 1}}
+    with pytest.raises(
+        ConfigError, match=r"site 'a', field 'sim': outage \[5.0, 2.0\] ends before"
+    ):
+        SitesConfig.from_dict({"sites": {"a": bad}})

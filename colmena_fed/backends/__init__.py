@@ -1,20 +1,25 @@
 """Site backends: how the task server reaches one Globus Compute endpoint.
 
 Every backend speaks the same small protocol (`SiteBackend`); the task server never knows
-which one it holds. ``local`` runs an endpoint YAML's engine in-process.
+which one it holds. ``local`` runs an endpoint YAML's engine in-process; ``sim`` models a site
+in virtual time.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from colmena_fed import clock
 from colmena_fed.errors import ConfigError, SiteError
+from colmena_fed.methods import Method
 from colmena_fed.sites import SiteConfig
 from colmena_fed.worker import WorkerReport
+
+if TYPE_CHECKING:
+    from colmena_fed.backends.sim import SimWorld
 
 #: What a backend hands back for one task: the worker's report, or why the site failed it.
 Outcome = WorkerReport | SiteError
@@ -33,20 +38,28 @@ class SiteStatus:
     outstanding_tasks: int | None = None
     managers: int | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
-    updated: float = field(default_factory=time.time)
+    updated: float = field(default_factory=clock.now)
+
+
+StatusCallback = Callable[["SiteStatus"], None]
 
 
 class SiteBackend(Protocol):
-    """What the task server needs from a site."""
+    """What the task server needs from a site.
+
+    ``polled`` says whether the task server should poll `status`; a backend that is not polled
+    reports every change of its state through the ``on_status`` callback given to `start`.
+    """
 
     name: str
     endpoint_id: str
+    polled: bool
 
-    def start(self, run_dir: Path) -> None:
+    def start(self, run_dir: Path, on_status: StatusCallback) -> None:
         """Start or connect to the endpoint; raise `ConfigError` if its YAML is wrong."""
 
-    def register(self, method: str, function: Callable[..., tuple[Any, ...]]) -> None:
-        """Make ``function`` callable on the site under the name ``method``."""
+    def register(self, method: Method, function: Callable[..., tuple[Any, ...]]) -> None:
+        """Make ``function`` (``method`` wrapped by `run_method`) callable on the site."""
 
     def submit(
         self,
@@ -65,12 +78,17 @@ class SiteBackend(Protocol):
         """Stop what `start` started; leaves no worker process behind."""
 
 
-def make_backend(name: str, config: SiteConfig) -> SiteBackend:
-    """The backend that serves ``config``."""
+def make_backend(name: str, config: SiteConfig, world: SimWorld | None = None) -> SiteBackend:
+    """The backend that serves ``config``; a `sim` site joins ``world``."""
     if config.local is not None:
         from colmena_fed.backends.local import LocalBackend
 
         return LocalBackend(name, config.local)
+    if config.sim is not None:
+        from colmena_fed.backends.sim import SimBackend
+
+        assert world is not None, "a sim site needs the SimWorld of its federation"
+        return SimBackend(name, config.sim, world)
     raise ConfigError(
         f"site {name!r}: the 'globus' backend (endpoint: {config.endpoint}) is not available in "
         "this version; run the endpoint's YAML in-process with 'local: <endpoint YAML>'"

@@ -19,7 +19,7 @@ from globus_compute_common.messagepack.message_types import Task
 from globus_compute_endpoint.engines.base import GCFuture, GlobusComputeEngineBase
 from globus_compute_sdk.serialize import ComputeSerializer
 
-from colmena_fed.backends import OutcomeCallback, SiteStatus
+from colmena_fed.backends import OutcomeCallback, SiteStatus, StatusCallback
 from colmena_fed.backends.engine import (
     StatusReader,
     abandon,
@@ -29,11 +29,14 @@ from colmena_fed.backends.engine import (
     prepare_worker_environment,
 )
 from colmena_fed.errors import ConfigError, SiteError
+from colmena_fed.methods import Method
 from colmena_fed.worker import WorkerReport
 
 
 class LocalBackend:
     """A site whose Globus Compute engine runs inside the thinker's process."""
+
+    polled = True
 
     def __init__(self, name: str, endpoint_yaml: Path) -> None:
         """Prepare the site ``name`` from ``endpoint_yaml``; nothing starts until `start`."""
@@ -47,8 +50,11 @@ class LocalBackend:
         self._status: StatusReader | None = None
         self._abandoned = False
 
-    def start(self, run_dir: Path) -> None:
-        """Load the endpoint YAML and start its engine, with its logs under ``run_dir``."""
+    def start(self, run_dir: Path, on_status: StatusCallback) -> None:
+        """Load the endpoint YAML and start its engine, with its logs under ``run_dir``.
+
+        Its state is read by polling `status`, so ``on_status`` is not needed.
+        """
         try:
             engine = load_engine(self.endpoint_yaml)
         except ConfigError as exc:
@@ -67,9 +73,9 @@ class LocalBackend:
                 self.name, type(exc).__name__, f"engine failed to start: {exc}"
             ) from exc
 
-    def register(self, method: str, function: Callable[..., tuple[Any, ...]]) -> None:
+    def register(self, method: Method, function: Callable[..., tuple[Any, ...]]) -> None:
         """Serialize ``function`` once; every task of ``method`` reuses the buffer."""
-        self._functions[method] = self._serializer.serialize(function)
+        self._functions[method.name] = self._serializer.serialize(function)
 
     def submit(
         self,

@@ -1,0 +1,248 @@
+"""The ``sim`` backend: sites modelled in virtual time, under the real task server and scheduler.
+
+A `SimWorld` holds the virtual clock and the events of every simulated site of a federation;
+each `SimBackend` is one site: workers per slot kind, a speed factor, a start-up delay, a round
+trip latency and outages. Tasks do not run: each takes its work (drawn from the method's load
+model, or ``task_info``-free ``sim_seconds``) divided by the site's speed. A site that goes
+down loses what it held, as a real one would, and says so through its status.
+
+Drive it from the thread that owns the campaign: send the tasks, then `SimWorld.run`, which
+advances virtual time event by event until nothing is left to happen.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+import math
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from colmena_fed import clock
+from colmena_fed.backends import OutcomeCallback, SiteStatus, StatusCallback
+from colmena_fed.methods import Method
+from colmena_fed.sites import LoadModel, SimConfig, SimSiteConfig
+from colmena_fed.worker import WorkerReport
+
+#: Run time of a method that has no load model, in seconds at speed 1.0.
+DEFAULT_WORK_S = 1.0
+
+
+class SimWorld:
+    """Virtual time and the event queue shared by the simulated sites of one federation."""
+
+    def __init__(self, config: SimConfig) -> None:
+        """A world whose random run times come from ``config.seed``."""
+        self.config = config
+        self.elapsed = 0.0
+        self._epoch = time.time()
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+        self._rng = random.Random(config.seed)
+        self._before_event: Callable[[], None] = lambda: None
+
+    def now(self) -> float:
+        """Virtual time, as seconds since the epoch."""
+        return self._epoch + self.elapsed
+
+    def begin(self, before_event: Callable[[], None]) -> None:
+        """Install the virtual clock; ``before_event`` runs each time virtual time moves."""
+        self._epoch = time.time()
+        self.elapsed = 0.0
+        self._before_event = before_event
+        clock.install(self.now)
+
+    def end(self) -> None:
+        """Give the wall clock back."""
+        clock.install(None)
+
+    def at(self, elapsed: float, action: Callable[[], None]) -> None:
+        """Run ``action`` when virtual time reaches ``elapsed`` seconds from the start."""
+        with self._lock:
+            heapq.heappush(self._events, (max(elapsed, self.elapsed), next(self._order), action))
+
+    def after(self, delay: float, action: Callable[[], None]) -> None:
+        """Run ``action`` ``delay`` virtual seconds from now."""
+        self.at(self.elapsed + delay, action)
+
+    def run(self, until: float | None = None) -> float:
+        """Process events in time order until none is left (or ``until``); returns the time."""
+        while True:
+            with self._lock:
+                if not self._events or (until is not None and self._events[0][0] > until):
+                    if until is not None:
+                        self.elapsed = max(self.elapsed, until)
+                    return self.elapsed
+                when, _, action = heapq.heappop(self._events)
+                moved = when > self.elapsed
+                self.elapsed = when
+            if moved:
+                self._before_event()
+            action()
+
+    def draw_work(self, method: str) -> float:
+        """A run time for one task of ``method`` at speed 1.0, from its load model."""
+        model = self.config.methods.get(method)
+        if model is None:
+            return DEFAULT_WORK_S
+        with self._lock:
+            return _draw(model, self._rng)
+
+
+def _draw(model: LoadModel, rng: random.Random) -> float:
+    if model.distribution == "constant":
+        return model.mean
+    if model.distribution == "exponential":
+        return rng.expovariate(1 / model.mean)
+    if model.distribution == "uniform":
+        half = model.sigma * model.mean
+        return rng.uniform(max(model.mean - half, 0.0), model.mean + half)
+    mu = math.log(model.mean) - model.sigma**2 / 2
+    return rng.lognormvariate(mu, model.sigma)
+
+
+class _Job:
+    """One task at the site: what it needs, and where its outcome goes."""
+
+    __slots__ = ("on_done", "slot", "task_id", "work")
+
+    def __init__(self, task_id: str, slot: str, work: float, on_done: OutcomeCallback) -> None:
+        self.task_id, self.slot, self.work, self.on_done = task_id, slot, work, on_done
+
+
+class SimBackend:
+    """One simulated site; it reports every change of state, so it is not polled."""
+
+    polled = False
+
+    def __init__(self, name: str, config: SimSiteConfig, world: SimWorld) -> None:
+        """Model the site ``name`` as ``config`` describes, in ``world``."""
+        self.name = name
+        self.config = config
+        self.world = world
+        self.endpoint_id = str(uuid.uuid4())
+        self._slots: dict[str, str] = {}
+        self._idle: dict[str, int] = dict.fromkeys(config.workers, 0)
+        self._queued: dict[str, deque[_Job]] = {kind: deque() for kind in config.workers}
+        self._running: dict[str, _Job] = {}
+        self._up = False
+        self._online = True
+        self._on_status: StatusCallback = lambda status: None
+        self._lock = threading.Lock()
+
+    def start(self, run_dir: Path, on_status: StatusCallback) -> None:
+        """Schedule the site's start-up and outages; report its state through ``on_status``."""
+        self._on_status = on_status
+        if self.config.startup > 0:
+            self.world.at(self.config.startup, self._workers_arrive)
+        else:
+            self._up, self._idle = True, dict(self.config.workers)
+        for begin, end in self.config.outages:
+            self.world.at(begin, lambda: self._set_online(False))
+            self.world.at(end, lambda: self._set_online(True))
+
+    def register(self, method: Method, function: Callable[..., tuple[Any, ...]]) -> None:
+        """Note the slot kind ``method`` runs on (the function itself never runs)."""
+        self._slots[method.name] = method.slot
+
+    def submit(
+        self,
+        task_id: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        on_done: OutcomeCallback,
+    ) -> None:
+        """The task reaches the site after half the round trip, then waits for a worker."""
+        slot = self._slots.get(method, "")
+        if slot not in self.config.workers:
+            slot = next(iter(self.config.workers))
+        work = self.world.draw_work(method) / self.config.speed
+        job = _Job(task_id, slot, work, on_done)
+        self.world.after(self.config.latency / 2, lambda: self._arrive(job))
+
+    def status(self) -> SiteStatus:
+        """Workers and queues as they stand now."""
+        with self._lock:
+            if not self._online:
+                return SiteStatus(online=False, detail="simulated outage")
+            workers = sum(self.config.workers.values()) if self._up else 0
+            return SiteStatus(
+                online=True,
+                workers=workers,
+                idle_workers=sum(self._idle.values()),
+                pending_tasks=sum(len(q) for q in self._queued.values()),
+                outstanding_tasks=len(self._running) + sum(len(q) for q in self._queued.values()),
+                managers=1 if self._up else 0,
+            )
+
+    def shutdown(self) -> None:
+        """Forget every task the site holds."""
+        with self._lock:
+            self._running.clear()
+            for queue in self._queued.values():
+                queue.clear()
+
+    def _workers_arrive(self) -> None:
+        with self._lock:
+            self._up = True
+            self._idle = dict(self.config.workers)
+        self._start_queued()
+        self._on_status(self.status())
+
+    def _set_online(self, online: bool) -> None:
+        with self._lock:
+            self._online = online
+            if not online:  # everything the site held is lost with it
+                self._running.clear()
+                for queue in self._queued.values():
+                    queue.clear()
+                self._idle = dict(self.config.workers) if self._up else self._idle
+        self._on_status(self.status())
+
+    def _arrive(self, job: _Job) -> None:
+        with self._lock:
+            if not self._online:
+                return
+            self._queued[job.slot].append(job)
+        self._start_queued()
+
+    def _start_queued(self) -> None:
+        with self._lock:
+            for slot, queue in self._queued.items():
+                while queue and self._idle[slot] > 0:
+                    job = queue.popleft()
+                    self._idle[slot] -= 1
+                    self._running[job.task_id] = job
+                    finish = functools.partial(self._finish, job, self.world.elapsed)
+                    self.world.after(job.work, finish)
+
+    def _finish(self, job: _Job, started: float) -> None:
+        with self._lock:
+            if self._running.get(job.task_id) is not job:
+                return  # lost in an outage
+            del self._running[job.task_id]
+            self._idle[job.slot] += 1
+        epoch = self.world.now() - self.world.elapsed
+        report = WorkerReport(
+            True,
+            None,
+            None,
+            None,
+            None,
+            epoch + started,
+            epoch + started + job.work,
+            self.name,
+            0,
+            None,
+        )
+        self.world.after(self.config.latency / 2, lambda: job.on_done(report))
+        self._start_queued()

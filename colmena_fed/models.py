@@ -26,6 +26,10 @@ class ResourceRequest(BaseModel):
     )
 
 
+#: The request of a task that needs only its method's slot kind (shared: requests are frozen).
+ANYWHERE = ResourceRequest()
+
+
 class FailureInfo(BaseModel):
     """Why a task did not produce a value."""
 
@@ -138,7 +142,7 @@ class Result(BaseModel):
     )
     failure: FailureInfo | None = Field(default=None, description="Why the task failed, if it did.")
     resources: ResourceRequest = Field(
-        default_factory=ResourceRequest, description="What the task asked of a site."
+        default=ANYWHERE, description="What the task asked of a site."
     )
     task_info: dict[str, Any] = Field(
         default_factory=dict, description="Free-form data from the thinker, returned untouched."

@@ -8,6 +8,7 @@ learned from finished tasks (run time per site and method, round-trip latency pe
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -109,10 +110,13 @@ class Policy(Protocol):
         ``sites`` are the sites that offer the task's slot kind and satisfy its own request.
         """
 
-    def choose(self, task: Result, sites: Sequence[SiteState]) -> tuple[SiteState, str] | None:
+    def choose(
+        self, task: Result, sites: Sequence[SiteState], waiting: int
+    ) -> tuple[SiteState, str] | None:
         """A site with a free slot for ``task`` and why, or None to keep it waiting.
 
-        ``sites`` are the online sites allowed to run the task, at least one with a free slot.
+        ``sites`` are the online sites allowed to run the task, at least one with a free slot;
+        ``waiting`` counts the other tasks of its slot kind still pending.
         """
 
 
@@ -129,7 +133,9 @@ class Availability:
         """Any site that offers the slot."""
         return None
 
-    def choose(self, task: Result, sites: Sequence[SiteState]) -> tuple[SiteState, str] | None:
+    def choose(
+        self, task: Result, sites: Sequence[SiteState], waiting: int
+    ) -> tuple[SiteState, str] | None:
         """Most free slots; among equals, shortest expected run time, then the first listed."""
         slot = task.slot or ""
         best: SiteState | None = None
@@ -169,22 +175,32 @@ class Fastest:
         """Any site that offers the slot."""
         return None
 
-    def choose(self, task: Result, sites: Sequence[SiteState]) -> tuple[SiteState, str] | None:
-        """Earliest expected finish; a site never seen yet is expected to be average."""
+    def choose(
+        self, task: Result, sites: Sequence[SiteState], waiting: int
+    ) -> tuple[SiteState, str] | None:
+        """Earliest expected finish; a site never seen yet is expected to be average.
+
+        A free slot starts the task now. A busy site makes it wait for the tasks already
+        queued there, plus its share of the ``waiting`` ones: so with a long queue every free
+        slot is worth using, and at the end of a run a fast busy site beats a slow free one.
+        """
         slot = task.slot or ""
         learned = self.observations
+        running_total = sum(site.running_slots(slot) for site in sites) or 1
         best: SiteState | None = None
         best_key = (float("inf"), True)
         for site in sites:
             run = learned.expected_run(site.name, task.method)
             if run is None:
-                return self._fallback.choose(task, sites)
+                return self._fallback.choose(task, sites, waiting)
             finish = learned.latency.get(site.name, 0.0) + run
-            running = site.running_slots(slot)
-            backlog = site.in_flight.get(slot, 0) - running + 1
-            if backlog > 0:
-                finish += run * backlog / max(running, 1)
-            key = (finish, site.free(slot) <= 0)
+            busy = site.free(slot) <= 0
+            running = max(site.running_slots(slot), 1)
+            ahead = float(max(site.in_flight.get(slot, 0) - running + 1, 0))
+            if busy:
+                ahead += waiting * running / running_total
+            finish += run * ahead / running
+            key = (finish, busy)
             if key < best_key:
                 best, best_key = site, key
         if best is None or best_key[1]:
@@ -208,9 +224,11 @@ class RoundRobin:
         turn = self._turns.get(names)
         if turn is None:
             turn = self._turns[names] = itertools.cycle(names)
-        return frozenset((next(turn),))
+        return only(next(turn))
 
-    def choose(self, task: Result, sites: Sequence[SiteState]) -> tuple[SiteState, str] | None:
+    def choose(
+        self, task: Result, sites: Sequence[SiteState], waiting: int
+    ) -> tuple[SiteState, str] | None:
         """The bound site, once it has a free slot."""
         slot = task.slot or ""
         site = sites[0]
@@ -230,14 +248,22 @@ class Static:
     def restrict(self, task: Result, sites: Sequence[SiteState]) -> frozenset[str] | None:
         """The site the method is assigned to, if it is."""
         site = self.assignments.get(task.method)
-        return None if site is None else frozenset((site,))
+        return None if site is None else only(site)
 
-    def choose(self, task: Result, sites: Sequence[SiteState]) -> tuple[SiteState, str] | None:
+    def choose(
+        self, task: Result, sites: Sequence[SiteState], waiting: int
+    ) -> tuple[SiteState, str] | None:
         """The assigned site once it has a free slot; unassigned methods by availability."""
         if task.method not in self.assignments:
-            return self._fallback.choose(task, sites)
+            return self._fallback.choose(task, sites, waiting)
         site = sites[0]
         return (site, "static: assigned site") if site.free(task.slot or "") > 0 else None
+
+
+@functools.cache
+def only(site: str) -> frozenset[str]:
+    """The set of just ``site``, shared: every task bound to one site uses the same set."""
+    return frozenset((site,))
 
 
 POLICY_NAMES = ("availability", "fastest", "round_robin", "static")

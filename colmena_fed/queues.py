@@ -11,11 +11,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from colmena_fed import clock
-from colmena_fed.models import ResourceRequest, Result
+from colmena_fed.models import ANYWHERE, ResourceRequest, Result
 
 RequestSink = Callable[[Result], None]
 ResourcesLike = ResourceRequest | Mapping[str, Any] | str | None
-_ANYWHERE = ResourceRequest()
 
 
 def as_resource_request(resources: ResourcesLike, site: str | None = None) -> ResourceRequest:
@@ -26,7 +25,7 @@ def as_resource_request(resources: ResourcesLike, site: str | None = None) -> Re
     if isinstance(resources, ResourceRequest):
         request = resources
     elif resources is None:
-        request = _ANYWHERE
+        request = ANYWHERE
     elif isinstance(resources, str):
         request = ResourceRequest(slot=resources)
     else:
@@ -131,19 +130,23 @@ class TaskQueues:
             priority: Dispatch rank among pending tasks (default: the topic's priority).
         """
         self._check_topic(topic)
-        result = Result(
-            method=method,
-            topic=topic,
-            args=args,
-            kwargs=dict(input_kwargs or {}),
-            keep_inputs=keep_inputs,
-            resources=as_resource_request(resources, site),
-            task_info=dict(task_info or {}),
-            max_wait=max_wait,
-            supersede=supersede,
-            max_retries=max_retries,
-            priority=self.priorities.get(topic, 0) if priority is None else priority,
-        )
+        # Only what differs from the defaults: a record holds ~100k pending tasks' worth of
+        # these, and pydantic keeps a set of the fields given to each.
+        fields: dict[str, Any] = {"method": method, "topic": topic, "args": args}
+        if input_kwargs:
+            fields["kwargs"] = dict(input_kwargs)
+        if not keep_inputs:
+            fields["keep_inputs"] = False
+        if resources is not None or site is not None:
+            fields["resources"] = as_resource_request(resources, site)
+        if task_info:
+            fields["task_info"] = dict(task_info)
+        optional = {"max_wait": max_wait, "supersede": supersede, "max_retries": max_retries}
+        fields.update((name, value) for name, value in optional.items() if value is not None)
+        priority = self.priorities.get(topic, 0) if priority is None else priority
+        if priority:
+            fields["priority"] = priority
+        result = Result(**fields)
         with self._lock:
             self._active += 1
             self._idle.clear()

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from colmena_fed.models import Result
-from colmena_fed.policies import Availability, Observations, Policy, SiteState
+from colmena_fed.policies import Availability, Observations, Policy, SiteState, only
 
 
 class PlacementError(ValueError):
     """A task can never be placed (no site offers what it needs)."""
 
 
-@dataclass(frozen=True)
-class Placement:
+class Placement(NamedTuple):
     """A decision: run ``task`` on ``site`` now."""
 
     task: Result
@@ -42,14 +41,17 @@ class Step(NamedTuple):
 QueueKey = tuple[str, frozenset[str] | None]
 
 
-@dataclass(order=True)
 class _Entry:
     """A pending task in its queue; ``alive`` turns False when it leaves early."""
 
-    rank: tuple[int, float, int]
-    task: Result = field(compare=False)
-    key: QueueKey = field(compare=False)
-    alive: bool = field(default=True, compare=False)
+    __slots__ = ("alive", "key", "rank", "task")
+
+    def __init__(self, rank: tuple[int, float, int], task: Result, key: QueueKey) -> None:
+        self.rank, self.task, self.key, self.alive = rank, task, key, True
+
+
+#: What a queue's heap holds: the entry's rank first, so ordering never compares entries.
+_Queued = tuple[tuple[int, float, int], _Entry]
 
 
 class Scheduler:
@@ -81,7 +83,7 @@ class Scheduler:
         for site in self.sites.values():
             for slot in site.capacity:
                 self._offering.setdefault(slot, []).append(site)
-        self._queues: dict[QueueKey, list[_Entry]] = {}
+        self._queues: dict[QueueKey, list[_Queued]] = {}
         self._keys: dict[str, list[QueueKey]] = {}
         self._pending: dict[str, _Entry] = {}
         self._waiting: dict[str, int] = {}
@@ -144,7 +146,7 @@ class Scheduler:
         slot, allowed = task.slot or "", self._allowed(task)
         if not self._waiting.get(slot):  # nothing older waits for this kind: place it now
             sites = self._online(slot, allowed)
-            choice = self.policy.choose(task, sites) if _any_free(sites, slot) else None
+            choice = self.policy.choose(task, sites, 0) if _any_free(sites, slot) else None
             if choice is not None:
                 return Step([self._take(task, *choice)], ended)
         if task.supersede is not None:
@@ -160,17 +162,17 @@ class Scheduler:
         if task.max_wait is not None and now >= task.timestamps.created + task.max_wait:
             _expire(task)
             return Step([], [task])
+        slot = task.slot or ""
         allowed = self._allowed(task)
-        failed = {attempt.site for attempt in task.attempts}
-        candidates = (
-            allowed
-            if allowed is not None
-            else frozenset(s.name for s in self._offering.get(task.slot or "", ()))
-        )
-        if candidates - failed:
-            allowed = candidates - failed
+        if task.resources.site is None:
+            failed = {attempt.site for attempt in task.attempts}
+            others = [site for site in self._offering.get(slot, ()) if site.name not in failed]
+            if others:
+                allowed = self.policy.restrict(task, others)
+                if allowed is None:
+                    allowed = frozenset(site.name for site in others)
         self._enqueue(task, allowed)
-        return Step(self._fill(task.slot or ""), [])
+        return Step(self._fill(slot), [])
 
     def release(self, site: str, slot: str) -> list[Placement]:
         """A task of kind ``slot`` left ``site``: free its slot and fill free slots."""
@@ -217,18 +219,17 @@ class Scheduler:
 
     def drain(self) -> list[Result]:
         """Remove and return every pending task (at shutdown)."""
-        entries = sorted(self._pending.values())
+        entries = sorted(self._pending.values(), key=lambda entry: entry.rank)
         for entry in entries:
             self._remove(entry)
         return [entry.task for entry in entries]
 
     def _allowed(self, task: Result) -> frozenset[str] | None:
         """Sites the task may use: its own request narrowed by the policy (None: any)."""
-        slot = task.slot or ""
         wanted = task.resources.site
         if wanted is not None:
-            return frozenset((wanted,))
-        return self.policy.restrict(task, self._offering.get(slot, []))
+            return only(wanted)
+        return self.policy.restrict(task, self._offering.get(task.slot or "", []))
 
     def _enqueue(self, task: Result, allowed: frozenset[str] | None) -> None:
         key: QueueKey = (task.slot or "", allowed)
@@ -237,7 +238,7 @@ class Scheduler:
             queue = self._queues[key] = []
             self._keys.setdefault(key[0], []).append(key)
         entry = _Entry((-task.priority, task.timestamps.created, next(self._counter)), task, key)
-        heapq.heappush(queue, entry)
+        heapq.heappush(queue, (entry.rank, entry))
         self._pending[task.task_id] = entry
         self._waiting[key[0]] = self._waiting.get(key[0], 0) + 1
 
@@ -259,24 +260,25 @@ class Scheduler:
     def _fill(self, slot: str) -> list[Placement]:
         """Place the best pending tasks of kind ``slot`` while some allowed site has room."""
         keys = self._keys.get(slot)
-        if not keys:
+        if not keys or not self._waiting.get(slot):
             return []
+        room = {site.name for site in self._offering[slot] if site.free(slot) > 0}
         placed: list[Placement] = []
         blocked: set[QueueKey] = set()
-        while True:
+        while room:
             head: _Entry | None = None
             for key in keys:
-                if key in blocked:
+                if key in blocked or (key[1] is not None and key[1].isdisjoint(room)):
                     continue
                 queue = self._queues[key]
-                while queue and not queue[0].alive:
+                while queue and not queue[0][1].alive:
                     heapq.heappop(queue)
-                if queue and (head is None or queue[0].rank < head.rank):
-                    head = queue[0]
+                if queue and (head is None or queue[0][0] < head.rank):
+                    head = queue[0][1]
             if head is None:
                 break
             sites = self._online(slot, head.key[1])
-            choice = self.policy.choose(head.task, sites) if _any_free(sites, slot) else None
+            choice = self.policy.choose(head.task, sites, self._waiting[slot] - 1)
             if choice is None:
                 blocked.add(head.key)
                 continue
@@ -284,6 +286,8 @@ class Scheduler:
             self._remove(head)
             site, reason = choice
             placed.append(self._take(head.task, site, reason))
+            if site.free(slot) <= 0:
+                room.discard(site.name)
         self._forget_empty(slot)
         return placed
 
@@ -308,7 +312,7 @@ class Scheduler:
         site.in_flight[slot] = site.in_flight.get(slot, 0) + 1
         site.total_in_flight += 1
         task.site = site.name
-        task.placement = reason
+        task.placement = sys.intern(reason)  # a few distinct reasons, shared by many records
         return Placement(task, site.name)
 
 

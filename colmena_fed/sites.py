@@ -174,8 +174,8 @@ class SimConfig(BaseModel):
     methods: dict[str, LoadModel] = Field(
         default_factory=dict,
         description=(
-            "Run time per method name; a task can give its own with "
-            "task_info={'sim_seconds': ...}. Methods not listed take 1 s."
+            "Run time per method name, in seconds at speed 1.0; methods not listed take 1 s. "
+            "SimWorld.set_work fixes one task's run time instead."
         ),
     )
 

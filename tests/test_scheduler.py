@@ -186,9 +186,9 @@ def test_fastest_waits_for_a_busy_fast_site_rather_than_run_slowly() -> None:
     learned.learn(finished("slow", "m", 10.0))
     fast = SiteState("fast", {"cpu": 2}, in_flight={"cpu": 2}, total_in_flight=2)
     slow = SiteState("slow", {"cpu": 2})
-    assert Fastest(learned).choose(task(), sites(fast, slow)) is None
+    assert Fastest(learned).choose(task(), sites(fast, slow), 0) is None
     fast.in_flight["cpu"] = 1
-    choice = Fastest(learned).choose(task(), sites(fast, slow))
+    choice = Fastest(learned).choose(task(), sites(fast, slow), 0)
     assert choice is not None
     assert choice[0] is fast
     assert "expected to finish" in choice[1]
@@ -200,14 +200,14 @@ def test_fastest_uses_a_slow_site_when_the_fast_one_is_swamped() -> None:
     learned.learn(finished("slow", "m", 2.0))
     fast = SiteState("fast", {"cpu": 1}, in_flight={"cpu": 5}, total_in_flight=5)
     slow = SiteState("slow", {"cpu": 1})
-    choice = Fastest(learned).choose(task(), sites(fast, slow))
+    choice = Fastest(learned).choose(task(), sites(fast, slow), 0)
     assert choice is not None
     assert choice[0] is slow
 
 
 def test_fastest_tries_sites_it_knows_nothing_about_by_availability() -> None:
     a, b = SiteState("a", {"cpu": 1}), SiteState("b", {"cpu": 3})
-    choice = Fastest(Observations()).choose(task(), sites(a, b))
+    choice = Fastest(Observations()).choose(task(), sites(a, b), 0)
     assert choice is not None
     assert choice[0] is b
 
@@ -244,3 +244,26 @@ def test_unplaceable_tasks_are_named(slot: str, site: str | None, expected: str)
     scheduler = Scheduler({"a": {"cpu": 1}, "b": {"gpu": 1}})
     with pytest.raises(PlacementError, match=expected):
         scheduler.check(task(slot, site))
+
+
+def test_fastest_spreads_a_long_queue_over_slow_sites_too() -> None:
+    learned = Observations()
+    learned.learn(finished("fast", "m", 1.0))
+    learned.learn(finished("slow", "m", 3.0))
+    fast = SiteState("fast", {"cpu": 2}, in_flight={"cpu": 2}, total_in_flight=2)
+    slow = SiteState("slow", {"cpu": 2})
+    assert Fastest(learned).choose(task(), sites(fast, slow), waiting=0) is None
+    choice = Fastest(learned).choose(task(), sites(fast, slow), waiting=20)
+    assert choice is not None
+    assert choice[0] is slow
+
+
+def test_round_robin_binds_a_retry_to_a_site_that_has_not_failed_it() -> None:
+    scheduler = Scheduler({"a": {"cpu": 1}, "b": {"cpu": 1}}, policy=RoundRobin())
+    retried = [task() for _ in range(3)]
+    for t in retried:
+        t.attempts.append(Attempt(site="a", dispatched=0.0, reason="WorkerLost"))
+        scheduler.requeue(t, now=1.0)
+    assert scheduler.sites["b"].in_flight == {"cpu": 1}
+    assert scheduler.sites["a"].in_flight == {}  # free, but every retry avoids it
+    assert scheduler.pending_count == 2

@@ -2,9 +2,10 @@
 
 A `SimWorld` holds the virtual clock and the events of every simulated site of a federation;
 each `SimBackend` is one site: workers per slot kind, a speed factor, a start-up delay, a round
-trip latency and outages. Tasks do not run: each takes its work (drawn from the method's load
-model, or ``task_info``-free ``sim_seconds``) divided by the site's speed. A site that goes
-down loses what it held, as a real one would, and says so through its status.
+trip latency and outages. Tasks do not run: each takes its work divided by the site's speed.
+A task's work is drawn once from its method's load model (a retry keeps it), or fixed
+beforehand with `SimWorld.set_work` so that runs under different policies get the same tasks.
+A site that goes down loses what it held, as a real one would, and says so through its status.
 
 Drive it from the thread that owns the campaign: send the tasks, then `SimWorld.run`, which
 advances virtual time event by event until nothing is left to happen.
@@ -47,6 +48,7 @@ class SimWorld:
         self._order = itertools.count()
         self._lock = threading.Lock()
         self._rng = random.Random(config.seed)
+        self._work: dict[str, float] = {}
         self._before_event: Callable[[], None] = lambda: None
 
     def now(self) -> float:
@@ -88,13 +90,20 @@ class SimWorld:
                 self._before_event()
             action()
 
-    def draw_work(self, method: str) -> float:
-        """A run time for one task of ``method`` at speed 1.0, from its load model."""
-        model = self.config.methods.get(method)
-        if model is None:
-            return DEFAULT_WORK_S
+    def set_work(self, task_id: str, seconds: float) -> None:
+        """Fix how long task ``task_id`` runs at speed 1.0 (before it reaches a site)."""
         with self._lock:
-            return _draw(model, self._rng)
+            self._work[task_id] = seconds
+
+    def work_of(self, task_id: str, method: str) -> float:
+        """The task's run time at speed 1.0: as set, else drawn from its method's load model."""
+        with self._lock:
+            work = self._work.get(task_id)
+            if work is None:
+                model = self.config.methods.get(method)
+                work = DEFAULT_WORK_S if model is None else _draw(model, self._rng)
+                self._work[task_id] = work
+            return work
 
 
 def _draw(model: LoadModel, rng: random.Random) -> float:
@@ -112,10 +121,11 @@ def _draw(model: LoadModel, rng: random.Random) -> float:
 class _Job:
     """One task at the site: what it needs, and where its outcome goes."""
 
-    __slots__ = ("on_done", "slot", "task_id", "work")
+    __slots__ = ("method", "on_done", "slot", "task_id", "work")
 
-    def __init__(self, task_id: str, slot: str, work: float, on_done: OutcomeCallback) -> None:
-        self.task_id, self.slot, self.work, self.on_done = task_id, slot, work, on_done
+    def __init__(self, task_id: str, method: str, slot: str, on_done: OutcomeCallback) -> None:
+        self.task_id, self.method, self.slot, self.on_done = task_id, method, slot, on_done
+        self.work = 0.0
 
 
 class SimBackend:
@@ -165,8 +175,7 @@ class SimBackend:
         slot = self._slots.get(method, "")
         if slot not in self.config.workers:
             slot = next(iter(self.config.workers))
-        work = self.world.draw_work(method) / self.config.speed
-        job = _Job(task_id, slot, work, on_done)
+        job = _Job(task_id, method, slot, on_done)
         self.world.after(self.config.latency / 2, lambda: self._arrive(job))
 
     def status(self) -> SiteStatus:
@@ -209,6 +218,7 @@ class SimBackend:
         self._on_status(self.status())
 
     def _arrive(self, job: _Job) -> None:
+        job.work = self.world.work_of(job.task_id, job.method) / self.config.speed
         with self._lock:
             if not self._online:
                 return

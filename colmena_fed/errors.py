@@ -20,7 +20,8 @@ class SiteError(ColmenaFedError):
         site: Name of the site.
         code: Short machine-readable reason (e.g. Globus Compute's error code).
         kind: ``"system"`` when the site failed (the task could run elsewhere), ``"rejected"``
-            when the task itself cannot be sent (e.g. inputs that cannot be serialized).
+            when the task can never succeed as sent, so retrying is pointless (inputs that
+            cannot be serialized, a result too large to return).
     """
 
     def __init__(

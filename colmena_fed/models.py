@@ -38,7 +38,8 @@ class FailureInfo(BaseModel):
     kind: FailureKind = Field(
         description=(
             "'user': the method raised; 'system': the site or its workers failed; "
-            "'rejected': the task could not be placed (unknown method, no site offers its slot); "
+            "'rejected': the task can never succeed as sent (unknown method, no site offers its "
+            "slot, inputs that cannot be serialized, a result too large to return); "
             "'shutdown': the task server stopped before the task ran; 'expired': the task was "
             "not dispatched within its max_wait; 'superseded': a newer task with the same "
             "supersede key replaced it while it was pending."

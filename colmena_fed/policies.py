@@ -105,9 +105,10 @@ class Policy(Protocol):
     name: ClassVar[str]
 
     def restrict(self, task: Result, sites: Sequence[SiteState]) -> frozenset[str] | None:
-        """Sites the task may ever use under this policy (None: any), decided once per task.
+        """Sites the task may use under this policy (None: any), decided when it is queued.
 
-        ``sites`` are the sites that offer the task's slot kind and satisfy its own request.
+        ``sites`` are the sites that offer the task's slot kind and satisfy its own request
+        (for a retry: those it has not failed on, when any is online).
         """
 
     def choose(
@@ -154,7 +155,7 @@ class Availability:
                 (s for s in sites if s.free(slot) == best_free),
                 key=lambda s: self.observations.expected_run(s.name, task.method) or 0.0,
             )
-        return best, f"availability: {best_free} {slot} slots free"
+        return best, f"availability: most free {slot} slots ({best_free})"
 
 
 class Fastest:

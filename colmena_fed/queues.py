@@ -73,12 +73,17 @@ class TaskQueues:
         self._sink: RequestSink | None = None
         self._unsent: deque[Result] = deque()
 
-    def add_topic(self, topic: str) -> None:
-        """Add a topic after creation (e.g. by a campaign factory that was handed the queues)."""
+    def add_topic(self, topic: str, priority: int | None = None) -> None:
+        """Add a topic after creation (e.g. by a campaign factory that was handed the queues).
+
+        ``priority`` ranks it as ``TaskQueues(priorities=...)`` would.
+        """
         with self._lock:
             if topic not in self._results:
                 self._results[topic] = queue.SimpleQueue()
                 self.topics = (*self.topics, topic)
+            if priority is not None:
+                self.priorities[topic] = priority
 
     def _check_topic(self, topic: str) -> None:
         if topic not in self._results:

@@ -158,7 +158,11 @@ class Scheduler:
         return Step(self._fill(slot), ended)
 
     def requeue(self, task: Result, now: float) -> Step:
-        """Queue a task again after a site failed it, preferring sites it has not failed on."""
+        """Queue a task again after a site failed it.
+
+        It goes to the online sites it has not failed on if there are any, else back to any
+        site that may run it; its ``max_wait`` still counts from when it was created.
+        """
         if task.max_wait is not None and now >= task.timestamps.created + task.max_wait:
             _expire(task)
             return Step([], [task])
@@ -166,11 +170,14 @@ class Scheduler:
         allowed = self._allowed(task)
         if task.resources.site is None:
             failed = {attempt.site for attempt in task.attempts}
-            others = [site for site in self._offering.get(slot, ()) if site.name not in failed]
-            if others:
+            others = [s for s in self._offering.get(slot, ()) if s.name not in failed and s.online]
+            if others:  # else back to where it failed, rather than wait for an offline site
                 allowed = self.policy.restrict(task, others)
                 if allowed is None:
                     allowed = frozenset(site.name for site in others)
+        if task.max_wait is not None:
+            deadline = task.timestamps.created + task.max_wait
+            heapq.heappush(self._deadlines, (deadline, next(self._counter), task.task_id))
         self._enqueue(task, allowed)
         return Step(self._fill(slot), [])
 

@@ -16,7 +16,7 @@ from typing import Any
 from colmena_fed import clock
 from colmena_fed.backends import Outcome, SiteBackend, SiteStatus, make_backend
 from colmena_fed.backends.sim import SimWorld
-from colmena_fed.errors import SiteError
+from colmena_fed.errors import ConfigError, SiteError
 from colmena_fed.methods import Method, MethodLike, as_methods
 from colmena_fed.models import Attempt, FailureInfo, Result, WorkerInfo
 from colmena_fed.policies import make_policy
@@ -27,7 +27,7 @@ from colmena_fed.worker import WorkerReport, run_method
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between status polls while an online site has no workers yet (it is starting).
+#: Seconds between status polls of a local site whose engine has no workers yet.
 STARTING_POLL_S = 0.25
 
 CapacityCallback = Callable[[int], None]
@@ -87,6 +87,7 @@ class TaskServer:
         self.scheduler.policy = make_policy(
             settings.policy, self.scheduler.observations, settings.static
         )
+        _check_static(settings.static, self.methods, sites)
         self.counts = {name: SiteCounts() for name in self.backends}
         self._lock = threading.Lock()
         self._in_flight: dict[str, Result] = {}
@@ -192,27 +193,32 @@ class TaskServer:
         self._started = []
 
     def _housekeep(self) -> None:
-        """Poll the polled sites every status period, and expire tasks at their deadlines."""
+        """Poll each polled site every status period, and expire tasks at their deadlines.
+
+        A local site whose engine has no workers yet is polled every `STARTING_POLL_S`, so its
+        first tasks go out as soon as its workers connect.
+        """
         period = self.config.scheduler.status_period
-        polled = {n: b for n, b in self.backends.items() if b.polled}
-        next_poll = time.monotonic() + period
+        polled = [name for name, backend in self.backends.items() if backend.polled]
+        quick = {name for name in polled if self.config.sites[name].backend == "local"}
+        due = dict.fromkeys(polled, time.monotonic() + period)
         while True:
             with self._lock:
                 deadline = self.scheduler.next_deadline()
-            wait = next_poll - time.monotonic()
+            wait = min(due.values(), default=time.monotonic() + period) - time.monotonic()
             if deadline is not None:
                 wait = min(wait, deadline - clock.now())
             if self._stopping.wait(max(wait, 0.0)):
                 return
             self._expire()
-            if polled and time.monotonic() >= next_poll:
-                for name, backend in polled.items():
-                    self._on_status(name, backend.status())
-                starting = any(s.online and s.workers == 0 for s in self.scheduler.sites.values())
-                wait = min(period, STARTING_POLL_S) if starting else period
-                next_poll = time.monotonic() + wait
-            elif not polled:
-                next_poll = time.monotonic() + period
+            for name in polled:
+                if time.monotonic() >= due[name]:
+                    self._on_status(name, self.backends[name].status())
+                    state = self.scheduler.sites[name]
+                    starting = name in quick and state.online and state.workers == 0
+                    due[name] = time.monotonic() + (
+                        min(period, STARTING_POLL_S) if starting else period
+                    )
 
     def _expire(self) -> None:
         with self._lock:
@@ -291,8 +297,10 @@ class TaskServer:
             ended: list[Result] = [task]
             if isinstance(outcome, SiteError):
                 counts.failed += 1
+                task.attempts[-1].ended = received
                 if outcome.kind == "system":
-                    self.scheduler.suspend(site)
+                    if self.backends[site].polled:  # a report will lift it; others push theirs
+                        self.scheduler.suspend(site)
                     step = self._retry_or_fail(task, outcome.code, outcome.message, received)
                     placed.extend(step.placed)
                     ended = step.ended
@@ -305,6 +313,7 @@ class TaskServer:
                 counts.by_method[task.method] = counts.by_method.get(task.method, 0) + 1
                 task.attempts[-1].ended = received
                 self.scheduler.observe(task)
+
             dispatches = self._mark_dispatched(placed)
         self._send(dispatches)
         for done in ended:
@@ -383,6 +392,26 @@ class TaskServer:
         if not task.keep_inputs:
             task.args, task.kwargs = (), {}
         self.queues.put_result(task)
+
+
+def _check_static(
+    assignments: dict[str, str], methods: dict[str, Method], sites: SitesConfig
+) -> None:
+    """Refuse a static map that sends a method to a site that cannot run it."""
+    where = sites.source or "sites configuration"
+    for name, site in assignments.items():
+        method = methods.get(name)
+        if method is None:
+            raise ConfigError(
+                f"{where}: scheduler.static names method {name!r}, which the task server was "
+                f"not given; methods: {', '.join(methods)}"
+            )
+        offered = sites.sites[site].resources
+        if method.slot not in offered:
+            raise ConfigError(
+                f"{where}: scheduler.static sends method {name!r} (needs a {method.slot!r} "
+                f"slot) to site {site!r}, which offers only {', '.join(offered)}"
+            )
 
 
 def _record(task: Result, report: WorkerReport) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sample_methods import accelerator, add, die, double, fail, nap
+from sample_methods import accelerator, add, blob, die, double, fail, nap
 
 from colmena_fed import Method, SitesConfig, TaskQueues, TaskServer
 from colmena_fed.methods import MethodLike
@@ -36,6 +36,7 @@ def federation_config(cpu_slots: int = 2, gpu_slots: int = 1) -> SitesConfig:
 
 
 METHODS: list[MethodLike] = [
+    blob,
     double,
     add,
     die,

@@ -29,3 +29,7 @@ def accelerator() -> str | None:
 
 def die() -> None:
     os._exit(3)
+
+
+def blob(megabytes: int) -> bytes:
+    return b"x" * (megabytes * 1_000_000)

@@ -209,3 +209,14 @@ def test_inputs_that_cannot_be_serialized_are_rejected_naming_the_task(
     assert result.failure is not None
     assert result.failure.kind == "rejected"
     assert f"cannot serialize the inputs of task {task_id} (double)" in result.failure.message
+
+
+def test_a_result_too_large_to_return_fails_once_without_retries(queues: TaskQueues) -> None:
+    queues.send_inputs(11, method="blob", topic="simulate")
+    (result,) = take(queues, "simulate", 1)
+    assert result.success is False
+    assert result.failure is not None
+    assert result.failure.kind == "rejected"
+    assert result.failure.exception_type == "MaxResultSizeExceeded"
+    assert result.retries == 0
+    assert len(result.attempts) == 1

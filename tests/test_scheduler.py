@@ -267,3 +267,22 @@ def test_round_robin_binds_a_retry_to_a_site_that_has_not_failed_it() -> None:
     assert scheduler.sites["b"].in_flight == {"cpu": 1}
     assert scheduler.sites["a"].in_flight == {}  # free, but every retry avoids it
     assert scheduler.pending_count == 2
+
+
+def test_a_retry_keeps_its_max_wait() -> None:
+    scheduler = Scheduler({"a": {"cpu": 1}})
+    scheduler.submit(task())
+    retried = task(max_wait=5.0)
+    retried.attempts.append(Attempt(site="a", dispatched=0.0, reason="WorkerLost"))
+    created = retried.timestamps.created
+    assert scheduler.requeue(retried, now=created + 1) == ([], [])
+    assert scheduler.expire(created + 5.0) == [retried]
+
+
+def test_a_retry_goes_back_to_its_site_when_every_other_one_is_offline() -> None:
+    scheduler = Scheduler({"a": {"cpu": 1}, "b": {"cpu": 1}})
+    scheduler.set_status("b", False)
+    retried = task()
+    retried.attempts.append(Attempt(site="a", dispatched=0.0, reason="WorkerLost"))
+    placed, _ = scheduler.requeue(retried, now=1.0)
+    assert [p.site for p in placed] == ["a"]

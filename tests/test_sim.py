@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from colmena_fed import Method, ResourceCounter, Result, SitesConfig, TaskQueues, TaskServer
+from colmena_fed import (
+    ConfigError,
+    Method,
+    ResourceCounter,
+    Result,
+    SitesConfig,
+    TaskQueues,
+    TaskServer,
+)
 from colmena_fed.methods import MethodLike
 from colmena_fed.policies import POLICY_NAMES
 
@@ -194,3 +202,29 @@ def test_sim_and_real_sites_cannot_be_mixed() -> None:
                 }
             }
         )
+
+
+def test_topic_priority_orders_dispatch_and_a_task_can_override_it() -> None:
+    sites = {"one": {"sim": {"workers": {"cpu": 1}}, "resources": {"cpu": 1}}}
+    queues = TaskQueues(topics=["bulk"], priorities={"bulk": 0})
+    queues.add_topic("urgent", priority=10)
+    with TaskServer(queues, SitesConfig.from_dict({"sites": sites}), METHODS) as server:
+        first = queues.send_inputs(0, method="simulate", topic="bulk")
+        bulk = queues.send_inputs(1, method="simulate", topic="bulk")
+        urgent = queues.send_inputs(2, method="simulate", topic="urgent")
+        rush = queues.send_inputs(3, method="simulate", topic="bulk", priority=20)
+        assert server.world is not None
+        server.world.run()
+        results = drain(queues, "bulk") + drain(queues, "urgent")
+    order = [r.task_id for r in sorted(results, key=lambda r: r.timestamps.dispatched or 0)]
+    assert order == [first, rush, urgent, bulk]
+
+
+def test_a_static_map_to_a_site_without_the_slot_is_refused() -> None:
+    config = federation("static")
+    config.scheduler.static["train"] = "cpu-fast"
+    with pytest.raises(ConfigError, match=r"sends method 'train' \(needs a 'gpu' slot\) to site"):
+        TaskServer(TaskQueues(), config, METHODS)
+    config.scheduler.static = {"predict": "cpu-fast"}
+    with pytest.raises(ConfigError, match="names method 'predict', which the task server"):
+        TaskServer(TaskQueues(), config, METHODS)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from globus_compute_common import messagepack
 from globus_compute_common.messagepack.message_types import Result as GCResult
@@ -31,6 +31,9 @@ from colmena_fed.backends.engine import (
 from colmena_fed.errors import ConfigError, SiteError
 from colmena_fed.methods import Method
 from colmena_fed.worker import WorkerReport
+
+#: Globus Compute error codes of failures that a retry would only repeat.
+WOULD_FAIL_AGAIN = frozenset({"MaxResultSizeExceeded"})
 
 
 class LocalBackend:
@@ -119,11 +122,16 @@ class LocalBackend:
             return SiteError(self.name, type(exc).__name__, str(exc) or repr(exc))
         assert isinstance(message, GCResult)
         if message.error_details is not None:
-            return SiteError(self.name, message.error_details.code, _last_line(message.data))
+            code = message.error_details.code
+            kind: Literal["system", "rejected"] = (
+                "rejected" if code in WOULD_FAIL_AGAIN else "system"
+            )
+            return SiteError(self.name, code, _last_line(message.data), kind=kind)
         try:
             return WorkerReport._make(self._serializer.deserialize(message.data))
         except Exception as exc:
-            return SiteError(self.name, "DeserializationError", f"cannot read the result: {exc}")
+            message_text = f"cannot read the result: {exc}"
+            return SiteError(self.name, "DeserializationError", message_text, kind="rejected")
 
     def status(self) -> SiteStatus:
         """The engine's own status report, read as slots and workers."""

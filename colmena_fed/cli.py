@@ -122,6 +122,11 @@ def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
         sites = SitesConfig.from_yaml(sites_path)
     except ColmenaFedError as exc:
         raise click.ClickException(str(exc)) from exc
+    if sites.simulated:
+        raise click.ClickException(
+            f"{sites_path}: every site is a 'sim' site; a simulated federation runs in virtual "
+            "time, driven from Python by TaskServer(...).world.run(), not by 'colmena-fed run'"
+        )
     factory = load_factory(campaign)
     queues = TaskQueues()
     thinker, methods = build_campaign(factory, queues)

@@ -116,6 +116,16 @@ def test_bad_sites_yaml_is_named_before_anything_starts(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr
 
 
+def test_a_simulated_federation_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.yaml"
+    sites.write_text("sites:\n  model:\n    sim: {workers: {cpu: 1}}\n    resources: {cpu: 1}\n")
+    run = colmena_fed("run", f"{BROKEN}:make_raising", "--sites", str(sites), cwd=tmp_path)
+    assert run.returncode == 1
+    assert "every site is a 'sim' site" in run.stderr
+    assert "world.run()" in run.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize(
     ("moment", "expected_code"),
     [("while the sites start", 1), ("while the agents run", 130)],

@@ -16,7 +16,7 @@ from typing import Any
 from colmena_fed import clock
 from colmena_fed.backends import Outcome, SiteBackend, SiteStatus, make_backend
 from colmena_fed.backends.sim import SimWorld
-from colmena_fed.errors import ConfigError, SiteError
+from colmena_fed.errors import SiteError
 from colmena_fed.methods import Method, MethodLike, as_methods
 from colmena_fed.models import Attempt, FailureInfo, Result, WorkerInfo
 from colmena_fed.policies import make_policy
@@ -87,7 +87,7 @@ class TaskServer:
         self.scheduler.policy = make_policy(
             settings.policy, self.scheduler.observations, settings.static
         )
-        _check_static(settings.static, self.methods, sites)
+        sites.check_methods({name: method.slot for name, method in self.methods.items()})
         self.counts = {name: SiteCounts() for name in self.backends}
         self._lock = threading.Lock()
         self._in_flight: dict[str, Result] = {}
@@ -392,26 +392,6 @@ class TaskServer:
         if not task.keep_inputs:
             task.args, task.kwargs = (), {}
         self.queues.put_result(task)
-
-
-def _check_static(
-    assignments: dict[str, str], methods: dict[str, Method], sites: SitesConfig
-) -> None:
-    """Refuse a static map that sends a method to a site that cannot run it."""
-    where = sites.source or "sites configuration"
-    for name, site in assignments.items():
-        method = methods.get(name)
-        if method is None:
-            raise ConfigError(
-                f"{where}: scheduler.static names method {name!r}, which the task server was "
-                f"not given; methods: {', '.join(methods)}"
-            )
-        offered = sites.sites[site].resources
-        if method.slot not in offered:
-            raise ConfigError(
-                f"{where}: scheduler.static sends method {name!r} (needs a {method.slot!r} "
-                f"slot) to site {site!r}, which offers only {', '.join(offered)}"
-            )
 
 
 def _record(task: Result, report: WorkerReport) -> None:

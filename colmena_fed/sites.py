@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -223,6 +224,26 @@ class SitesConfig(BaseModel):
         if self.scheduler.policy == "static" and not self.scheduler.static:
             raise ValueError("policy 'static' needs a method -> site map under scheduler.static")
         return self
+
+    def check_methods(self, slots: Mapping[str, str]) -> None:
+        """Refuse a static map that names an unknown method or a site without its slot kind.
+
+        ``slots`` gives the slot kind each method of the task server needs.
+        """
+        where = self.source or "sites configuration"
+        for method, site in self.scheduler.static.items():
+            slot = slots.get(method)
+            if slot is None:
+                raise ConfigError(
+                    f"{where}: scheduler.static names method {method!r}, which the task server "
+                    f"was not given; methods: {', '.join(slots)}"
+                )
+            offered = self.sites[site].resources
+            if slot not in offered:
+                raise ConfigError(
+                    f"{where}: scheduler.static sends method {method!r} (needs a {slot!r} "
+                    f"slot) to site {site!r}, which offers only {', '.join(offered)}"
+                )
 
     @property
     def simulated(self) -> bool:

@@ -6,6 +6,7 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
 from colmena_fed import clock
 
@@ -52,10 +53,9 @@ class FailureInfo(BaseModel):
     )
 
 
-class WorkerInfo(BaseModel):
-    """Where on the site the task ran."""
-
-    model_config = ConfigDict(extra="forbid")
+@dataclass(slots=True, config=ConfigDict(extra="forbid"))
+class WorkerInfo:
+    """Where on the site the task ran (one per task: a slotted dataclass, like `Timestamps`)."""
 
     hostname: str = Field(description="Host name of the worker's node.")
     pid: int = Field(description="Process id of the worker that ran the task.")
@@ -68,10 +68,13 @@ class WorkerInfo(BaseModel):
     )
 
 
-class Timestamps(BaseModel):
-    """Wall-clock times (seconds since the epoch) of every hop a task makes."""
+@dataclass(slots=True, config=ConfigDict(extra="forbid"))
+class Timestamps:
+    """Wall-clock times (seconds since the epoch) of every hop a task makes.
 
-    model_config = ConfigDict(extra="forbid")
+    A slotted dataclass rather than a model: every task sets five of these, and 100,000
+    pending records should not each carry a dict and a set of fields for them.
+    """
 
     created: float = Field(default_factory=clock.now, description="The thinker called send_inputs.")
     dispatched: float | None = Field(
@@ -91,10 +94,9 @@ class Timestamps(BaseModel):
     )
 
 
-class Attempt(BaseModel):
-    """One time the task was sent to a site, and how that attempt ended."""
-
-    model_config = ConfigDict(extra="forbid")
+@dataclass(slots=True, config=ConfigDict(extra="forbid"))
+class Attempt:
+    """One time the task was sent to a site, and how that attempt ended (a slotted dataclass)."""
 
     site: str = Field(description="Site the attempt was sent to.")
     dispatched: float = Field(description="When the task server sent it (seconds since epoch).")

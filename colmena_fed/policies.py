@@ -194,9 +194,11 @@ class Fastest:
             run = learned.expected_run(site.name, task.method)
             if run is None:
                 return self._fallback.choose(task, sites, waiting)
-            finish = learned.latency.get(site.name, 0.0) + run
             busy = site.free(slot) <= 0
-            running = max(site.running_slots(slot), 1)
+            if site.running_slots(slot) == 0:  # no workers yet: no telling when it will run
+                continue
+            finish = learned.latency.get(site.name, 0.0) + run
+            running = site.running_slots(slot)
             ahead = float(max(site.in_flight.get(slot, 0) - running + 1, 0))
             if busy:
                 ahead += waiting * running / running_total
@@ -204,7 +206,9 @@ class Fastest:
             key = (finish, busy)
             if key < best_key:
                 best, best_key = site, key
-        if best is None or best_key[1]:
+        if best is None:  # only sites without workers: hand it to one with room, if any
+            return self._fallback.choose(task, sites, waiting)
+        if best_key[1]:
             return None
         best_finish = best_key[0]
         return best, f"fastest: expected to finish in {best_finish:.3g} s"
@@ -249,15 +253,18 @@ class Static:
     def restrict(self, task: Result, sites: Sequence[SiteState]) -> frozenset[str] | None:
         """The site the method is assigned to, if it is."""
         site = self.assignments.get(task.method)
-        return None if site is None else only(site)
+        if site is None or all(s.name != site for s in sites):  # e.g. a slot kind it lacks
+            return None
+        return only(site)
 
     def choose(
         self, task: Result, sites: Sequence[SiteState], waiting: int
     ) -> tuple[SiteState, str] | None:
         """The assigned site once it has a free slot; unassigned methods by availability."""
-        if task.method not in self.assignments:
+        assigned = self.assignments.get(task.method)
+        site = next((s for s in sites if s.name == assigned), None)
+        if site is None:  # not assigned, or assigned to a site without the task's slot kind
             return self._fallback.choose(task, sites, waiting)
-        site = sites[0]
         return (site, "static: assigned site") if site.free(task.slot or "") > 0 else None
 
 

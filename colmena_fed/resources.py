@@ -48,6 +48,7 @@ class ResourceCounter:
         self._lines: dict[str | None, deque[object]] = {pool: deque() for pool in self._allocated}
         #: Slots a shrunk pool still owes: acquired slots that vanish when released.
         self._owed: dict[str | None, int] = dict.fromkeys(self._allocated, 0)
+        self._followed: set[str] = set()
         self._cond = threading.Condition()
 
     @property
@@ -99,7 +100,7 @@ class ResourceCounter:
         """
         _check_count(n_slots)
         self.check_pool(task)
-        if n_slots > self._total:
+        if n_slots > self._total and task not in self._followed:  # a followed pool may grow
             raise ValueError(f"cannot acquire {n_slots} slots: there are {self._total} in all")
         with self._cond:
             return self._take(task, n_slots, timeout, cancel_if) is not None
@@ -144,6 +145,12 @@ class ResourceCounter:
         """
         self.check_pool(task_from)
         self.check_pool(task_to)
+        followed = {task_from, task_to} & self._followed
+        if followed:
+            raise ValueError(
+                f"pool {followed.pop()!r} follows the federation's capacity; its slots cannot "
+                "be moved by hand"
+            )
         if task_from == task_to:
             raise ValueError(f"cannot move slots from pool {task_from!r} to itself")
         if n_slots != "all":
@@ -176,13 +183,17 @@ class ResourceCounter:
         if pool is None:
             raise ValueError("the unallocated pool cannot follow a slot kind; name a task type")
 
+        with self._cond:
+            self._followed.add(pool)
+        last: list[int] = []  # the size told before this one, once there is one
+
         def resize(slots: int) -> None:
             self._resize(pool, slots)
-            if on_change is not None:
+            if on_change is not None and last and last[0] != slots:
                 on_change(slots)
+            last[:] = [slots]
 
-        server.watch_capacity(slot, resize)
-        self._resize(pool, server.live_capacity(slot))
+        server.watch_capacity(slot, resize)  # calls resize at once with the current capacity
 
     def _resize(self, pool: str, slots: int) -> None:
         with self._cond:

@@ -158,23 +158,24 @@ class Scheduler:
         return Step(self._fill(slot), ended)
 
     def requeue(self, task: Result, now: float) -> Step:
-        """Queue a task again after a site failed it.
+        """Queue a task again after a site failed it (counted in ``task.retries``).
 
-        It goes to the online sites it has not failed on if there are any, else back to any
-        site that may run it; its ``max_wait`` still counts from when it was created.
+        When it is placed, a site it has not failed on wins over one it has, if one has a free
+        slot. A policy that binds tasks to sites binds it among those it has not failed on
+        that are online, if any. Its ``max_wait`` still counts from when it was created.
         """
         if task.max_wait is not None and now >= task.timestamps.created + task.max_wait:
             _expire(task)
             return Step([], [task])
+        task.retries += 1
         slot = task.slot or ""
-        allowed = self._allowed(task)
-        if task.resources.site is None:
+        if task.resources.site is not None:
+            allowed = self._allowed(task)
+        else:
             failed = {attempt.site for attempt in task.attempts}
-            others = [s for s in self._offering.get(slot, ()) if s.name not in failed and s.online]
-            if others:  # else back to where it failed, rather than wait for an offline site
-                allowed = self.policy.restrict(task, others)
-                if allowed is None:
-                    allowed = frozenset(site.name for site in others)
+            offering = self._offering.get(slot, [])
+            others = [s for s in offering if s.name not in failed and s.online]
+            allowed = self.policy.restrict(task, others or offering)
         if task.max_wait is not None:
             deadline = task.timestamps.created + task.max_wait
             heapq.heappush(self._deadlines, (deadline, next(self._counter), task.task_id))
@@ -192,7 +193,7 @@ class Scheduler:
         """Record a site's live state; new room (back online, more workers) is filled at once."""
         state = self.sites[site]
         state.online, state.workers, state.suspended = online, workers, False
-        return self._fill_site(state) if online else []
+        return self._fill_site(state)  # offline too: tasks waiting for it may go elsewhere
 
     def suspend(self, site: str) -> None:
         """Send nothing more to ``site`` until its next status report (it just failed a task).
@@ -285,6 +286,8 @@ class Scheduler:
             if head is None:
                 break
             sites = self._online(slot, head.key[1])
+            if head.task.attempts:
+                sites = _untried_first(head.task, sites, slot)
             choice = self.policy.choose(head.task, sites, self._waiting[slot] - 1)
             if choice is None:
                 blocked.add(head.key)
@@ -321,6 +324,13 @@ class Scheduler:
         task.site = site.name
         task.placement = sys.intern(reason)  # a few distinct reasons, shared by many records
         return Placement(task, site.name)
+
+
+def _untried_first(task: Result, sites: list[SiteState], slot: str) -> list[SiteState]:
+    """The sites ``task`` has not failed on, if one has a free slot; else all of them."""
+    failed = {attempt.site for attempt in task.attempts}
+    untried = [site for site in sites if site.name not in failed]
+    return untried if _any_free(untried, slot) else sites
 
 
 def _any_free(sites: list[SiteState], slot: str) -> bool:

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from colmena_fed import clock
 from colmena_fed.backends import Outcome, SiteBackend, SiteStatus, make_backend
@@ -23,7 +22,7 @@ from colmena_fed.policies import make_policy
 from colmena_fed.queues import TaskQueues
 from colmena_fed.scheduler import Placement, PlacementError, Scheduler, Step
 from colmena_fed.sites import SitesConfig
-from colmena_fed.worker import WorkerReport, run_method
+from colmena_fed.worker import WorkerReport, pack_method
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +95,8 @@ class TaskServer:
         self._stopping = threading.Event()
         self._started: list[str] = []
         self._watchers: dict[str, list[CapacityCallback]] = {}
-        self._capacity: dict[str, int] = {}
+        self._capacity: dict[str, int] = {}  # as last told to the watchers
+        self._notifying = threading.Lock()  # one thread tells the watchers at a time, in order
 
     def __enter__(self) -> TaskServer:
         self.start()
@@ -130,13 +130,17 @@ class TaskServer:
             return self.scheduler.live_capacity(slot)
 
     def watch_capacity(self, slot: str, callback: CapacityCallback) -> None:
-        """Call ``callback(slots)`` whenever the federation's live capacity for ``slot`` changes.
+        """Call ``callback(slots)`` now and whenever the live capacity for ``slot`` changes.
 
-        It is called from the thread that saw the change (a status poll), never under a lock.
+        Later calls come from the thread that saw the change (a status poll), in order, never
+        under the task server's lock; an exception a callback raises is logged.
         """
-        with self._lock:
-            self._watchers.setdefault(slot, []).append(callback)
-            self._capacity.setdefault(slot, self.scheduler.live_capacity(slot))
+        with self._notifying:
+            with self._lock:
+                self._watchers.setdefault(slot, []).append(callback)
+                slots = self.scheduler.live_capacity(slot)
+            self._capacity.setdefault(slot, slots)
+            _call_watcher(callback, slot, slots)
 
     def start(self) -> None:
         """Start every site, then accept requests; a site that fails to start stops the rest."""
@@ -149,7 +153,7 @@ class TaskServer:
                 self._started.append(name)  # before start: a half-started site is stopped too
                 backend.start(self.run_dir / name, functools.partial(self._on_status, name))
                 for method in self.methods.values():
-                    backend.register(method, _wrap(method))
+                    backend.register(method, pack_method(method.function, method.name))
         except BaseException:
             self._shutdown_backends()
             raise
@@ -196,29 +200,37 @@ class TaskServer:
         """Poll each polled site every status period, and expire tasks at their deadlines.
 
         A local site whose engine has no workers yet is polled every `STARTING_POLL_S`, so its
-        first tasks go out as soon as its workers connect.
+        first tasks go out as soon as its workers connect. In a simulated federation the
+        world expires tasks itself, as virtual time moves.
         """
         period = self.config.scheduler.status_period
         polled = [name for name, backend in self.backends.items() if backend.polled]
         quick = {name for name in polled if self.config.sites[name].backend == "local"}
         due = dict.fromkeys(polled, time.monotonic() + period)
+        expiring = self.world is None
         while True:
-            with self._lock:
-                deadline = self.scheduler.next_deadline()
             wait = min(due.values(), default=time.monotonic() + period) - time.monotonic()
-            if deadline is not None:
-                wait = min(wait, deadline - clock.now())
+            if expiring:
+                with self._lock:
+                    deadline = self.scheduler.next_deadline()
+                if deadline is not None:
+                    wait = min(wait, deadline - clock.now())
             if self._stopping.wait(max(wait, 0.0)):
                 return
-            self._expire()
-            for name in polled:
-                if time.monotonic() >= due[name]:
-                    self._on_status(name, self.backends[name].status())
-                    state = self.scheduler.sites[name]
-                    starting = name in quick and state.online and state.workers == 0
-                    due[name] = time.monotonic() + (
-                        min(period, STARTING_POLL_S) if starting else period
-                    )
+            try:
+                if expiring:
+                    self._expire()
+                for name in polled:
+                    if time.monotonic() >= due[name]:
+                        self._on_status(name, self.backends[name].status())
+                        state = self.scheduler.sites[name]
+                        starting = name in quick and state.online and state.workers == 0
+                        due[name] = time.monotonic() + (
+                            min(period, STARTING_POLL_S) if starting else period
+                        )
+            except Exception:  # this thread must outlive any one bad poll
+                logger.exception("status poll failed; polling again next period")
+                due = {name: max(when, time.monotonic() + period) for name, when in due.items()}
 
     def _expire(self) -> None:
         with self._lock:
@@ -293,14 +305,15 @@ class TaskServer:
             site, slot = task.attempts[-1].site, task.slot or ""
             counts = self.counts[site]
             counts.running -= 1
+            failed_here = isinstance(outcome, SiteError) and outcome.kind == "system"
+            if failed_here and self.backends[site].polled:  # its next report lifts it
+                self.scheduler.suspend(site)  # before its slot frees: nothing more goes there
             placed = self.scheduler.release(site, slot)
             ended: list[Result] = [task]
             if isinstance(outcome, SiteError):
                 counts.failed += 1
                 task.attempts[-1].ended = received
                 if outcome.kind == "system":
-                    if self.backends[site].polled:  # a report will lift it; others push theirs
-                        self.scheduler.suspend(site)
                     step = self._retry_or_fail(task, outcome.code, outcome.message, received)
                     placed.extend(step.placed)
                     ended = step.ended
@@ -313,7 +326,6 @@ class TaskServer:
                 counts.by_method[task.method] = counts.by_method.get(task.method, 0) + 1
                 task.attempts[-1].ended = received
                 self.scheduler.observe(task)
-
             dispatches = self._mark_dispatched(placed)
         self._send(dispatches)
         for done in ended:
@@ -327,7 +339,6 @@ class TaskServer:
         if limit is None:
             limit = self.methods[task.method].max_retries
         if task.retries < limit:
-            task.retries += 1
             task.site = None
             return self.scheduler.requeue(task, now)
         tries = len(task.attempts)
@@ -350,12 +361,11 @@ class TaskServer:
                 placed.extend(step.placed)
                 ended = step.ended
             dispatches = self._mark_dispatched(placed)
-            changed = self._capacity_changes()
         self._send(dispatches)
         for task in ended:
             self._finish(task)
-        for callback, slots in changed:
-            callback(slots)
+        if self._watchers:
+            self._tell_watchers()
 
     def _fail_over(self, site: str, detail: str, now: float) -> Step:
         """Re-place every task in flight on a site that went offline; the caller holds the lock."""
@@ -366,7 +376,7 @@ class TaskServer:
             del self._in_flight[task.task_id]
             self.counts[site].running -= 1
             self.counts[site].failed += 1
-            self.scheduler.release(site, task.slot or "")
+            placed.extend(self.scheduler.release(site, task.slot or ""))
             step = self._retry_or_fail(task, "SiteOffline", f"site {site!r}: {detail}", now)
             placed.extend(step.placed)
             ended.extend(step.ended)
@@ -374,15 +384,17 @@ class TaskServer:
             logger.warning("site %r offline (%s): %d tasks placed again", site, detail, len(lost))
         return Step(placed, ended)
 
-    def _capacity_changes(self) -> list[tuple[CapacityCallback, int]]:
-        """Watchers to call for slot kinds whose live capacity changed; caller holds the lock."""
-        calls: list[tuple[CapacityCallback, int]] = []
-        for slot, watchers in self._watchers.items():
-            slots = self.scheduler.live_capacity(slot)
-            if slots != self._capacity.get(slot):
-                self._capacity[slot] = slots
-                calls.extend((callback, slots) for callback in watchers)
-        return calls
+    def _tell_watchers(self) -> None:
+        """Call the watchers of each slot kind whose live capacity changed since they were told."""
+        with self._notifying:
+            with self._lock:
+                now = {slot: self.scheduler.live_capacity(slot) for slot in self._watchers}
+                watchers = {slot: list(callbacks) for slot, callbacks in self._watchers.items()}
+            for slot, slots in now.items():
+                if slots != self._capacity.get(slot):
+                    self._capacity[slot] = slots
+                    for callback in watchers[slot]:
+                        _call_watcher(callback, slot, slots)
 
     def _reject(self, task: Result, message: str) -> None:
         task.fail("rejected", "PlacementError", message)
@@ -392,6 +404,13 @@ class TaskServer:
         if not task.keep_inputs:
             task.args, task.kwargs = (), {}
         self.queues.put_result(task)
+
+
+def _call_watcher(callback: CapacityCallback, slot: str, slots: int) -> None:
+    try:
+        callback(slots)
+    except Exception:
+        logger.exception("a watcher of the %r capacity failed", slot)
 
 
 def _record(task: Result, report: WorkerReport) -> None:
@@ -411,10 +430,3 @@ def _record(task: Result, report: WorkerReport) -> None:
             message=report.message or "",
             traceback=report.traceback,
         )
-
-
-def _wrap(method: Method) -> functools.partial[tuple[Any, ...]]:
-    """The function a site runs for ``method``: `run_method` bound to it, under its name."""
-    wrapper = functools.partial(run_method, method.function)
-    wrapper.__name__ = method.name  # type: ignore[attr-defined]
-    return wrapper

@@ -53,9 +53,16 @@ class SimSiteConfig(BaseModel):
 
     @model_validator(mode="after")
     def _outages_ordered(self) -> SimSiteConfig:
+        previous_end = 0.0
         for start, end in self.outages:
             if end <= start:
                 raise ValueError(f"outage [{start}, {end}] ends before it starts")
+            if start < previous_end:
+                raise ValueError(
+                    f"outage [{start}, {end}] starts before the one before it ends; list "
+                    "outages in time order, without overlaps"
+                )
+            previous_end = end
         return self
 
 

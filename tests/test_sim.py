@@ -228,3 +228,89 @@ def test_a_static_map_to_a_site_without_the_slot_is_refused() -> None:
     config.scheduler.static = {"predict": "cpu-fast"}
     with pytest.raises(ConfigError, match="names method 'predict', which the task server"):
         TaskServer(TaskQueues(), config, METHODS)
+
+
+def test_fastest_loses_nothing_when_the_site_it_waits_for_goes_down() -> None:
+    sites = {
+        "fast": {"sim": {"workers": {"cpu": 1}, "outages": [[10.5, 12]]}, "resources": {"cpu": 1}},
+        "slow": {"sim": {"workers": {"cpu": 1}, "speed": 0.1}, "resources": {"cpu": 1}},
+    }
+    config = SitesConfig.from_dict(
+        {
+            "sites": sites,
+            "scheduler": {"policy": "fastest"},
+            "sim": {"methods": {"simulate": {"mean": 1}}},
+        }
+    )
+    queues = TaskQueues()
+    with TaskServer(queues, config, METHODS) as server:
+        world = server.world
+        assert world is not None
+        queues.send_inputs(0, method="simulate")
+        queues.send_inputs(1, method="simulate")
+        world.run(until=10)  # learned: fast takes 1 s, slow 10 s
+        sent = [queues.send_inputs(i, method="simulate") for i in (2, 3, 4)]
+        assert server.pending_count == 2  # waiting for the fast site
+        world.run()
+        results = drain(queues)
+        assert queues.active_count == 0
+        assert all(s.total_in_flight == 0 for s in server.scheduler.sites.values())
+    assert sorted(r.task_id for r in results if r.task_id in sent) == sorted(sent)
+    assert all(r.success for r in results)
+
+
+def test_fastest_does_not_wait_for_a_site_whose_workers_do_not_exist_yet() -> None:
+    sites = {
+        "queued": {
+            "sim": {"workers": {"cpu": 4}, "startup": 3600},
+            "resources": {"cpu": 4},
+            "prefetch": 1,
+        },
+        "ready": {"sim": {"workers": {"cpu": 1}, "speed": 0.5}, "resources": {"cpu": 1}},
+    }
+    config = SitesConfig.from_dict({"sites": sites, "scheduler": {"policy": "fastest"}})
+    queues = TaskQueues()
+    with TaskServer(queues, config, METHODS) as server:
+        for i in range(3):
+            queues.send_inputs(i, method="simulate")
+        assert server.world is not None
+        server.world.run()
+        results = drain(queues)
+    on_ready = [r for r in results if r.site == "ready"]
+    assert len(on_ready) >= 2  # at most the one prefetched task waits for the batch job
+    for result in on_ready:
+        assert result.queue_wait is not None
+        assert result.queue_wait < 100  # virtual seconds; the batch job starts at 3600
+
+
+def test_a_followed_pool_waits_for_capacity_instead_of_refusing() -> None:
+    sites = {"late": {"sim": {"workers": {"gpu": 2}, "startup": 10}, "resources": {"gpu": 2}}}
+    counter = ResourceCounter(0, ["train", "infer"])
+    with TaskServer(TaskQueues(), SitesConfig.from_dict({"sites": sites}), METHODS) as server:
+        counter.follow(server, slot="gpu", pool="train")
+        assert counter.allocated_slots("train") == 0
+        assert counter.acquire("train", 1, timeout=0) is False
+        with pytest.raises(ValueError, match="follows the federation's capacity"):
+            counter.reallocate("train", "infer", 1)
+        assert server.world is not None
+        server.world.run()
+        assert counter.acquire("train", 2, timeout=0)
+
+
+def test_a_failing_capacity_watcher_does_not_stop_status_handling() -> None:
+    sites = {"gpu": {"sim": {"workers": {"gpu": 1}, "startup": 5}, "resources": {"gpu": 1}}}
+    seen: list[int] = []
+
+    def broken(slots: int) -> None:
+        seen.append(slots)
+        raise RuntimeError("thinker bug")
+
+    queues = TaskQueues()
+    with TaskServer(queues, SitesConfig.from_dict({"sites": sites}), METHODS) as server:
+        server.watch_capacity("gpu", broken)
+        queues.send_inputs(1, method="train")
+        assert server.world is not None
+        server.world.run()
+        (result,) = drain(queues)
+    assert seen == [0, 1]
+    assert result.success

@@ -58,8 +58,8 @@ class SiteBackend(Protocol):
     def start(self, run_dir: Path, on_status: StatusCallback) -> None:
         """Start or connect to the endpoint; raise `ConfigError` if its YAML is wrong."""
 
-    def register(self, method: Method, function: Callable[..., tuple[Any, ...]]) -> None:
-        """Make ``function`` (``method`` wrapped by `run_method`) callable on the site."""
+    def register(self, method: Method, function: Callable[..., Any]) -> None:
+        """Make ``function`` (``method`` wrapped by `pack_method`) callable on the site."""
 
     def submit(
         self,

@@ -30,7 +30,7 @@ from colmena_fed.backends.engine import (
 )
 from colmena_fed.errors import ConfigError, SiteError
 from colmena_fed.methods import Method
-from colmena_fed.worker import WorkerReport
+from colmena_fed.worker import WorkerReport, read_report
 
 #: Globus Compute error codes of failures that a retry would only repeat.
 WOULD_FAIL_AGAIN = frozenset({"MaxResultSizeExceeded"})
@@ -76,7 +76,7 @@ class LocalBackend:
                 self.name, type(exc).__name__, f"engine failed to start: {exc}"
             ) from exc
 
-    def register(self, method: Method, function: Callable[..., tuple[Any, ...]]) -> None:
+    def register(self, method: Method, function: Callable[..., Any]) -> None:
         """Serialize ``function`` once; every task of ``method`` reuses the buffer."""
         self._functions[method.name] = self._serializer.serialize(function)
 
@@ -128,7 +128,7 @@ class LocalBackend:
             )
             return SiteError(self.name, code, _last_line(message.data), kind=kind)
         try:
-            return WorkerReport._make(self._serializer.deserialize(message.data))
+            return read_report(self._serializer.deserialize(message.data))
         except Exception as exc:
             message_text = f"cannot read the result: {exc}"
             return SiteError(self.name, "DeserializationError", message_text, kind="rejected")

@@ -78,16 +78,18 @@ class SimWorld:
     def run(self, until: float | None = None) -> float:
         """Process events in time order until none is left (or ``until``); returns the time."""
         while True:
+            action: Callable[[], None] | None = None
             with self._lock:
-                if not self._events or (until is not None and self._events[0][0] > until):
-                    if until is not None:
-                        self.elapsed = max(self.elapsed, until)
-                    return self.elapsed
-                when, _, action = heapq.heappop(self._events)
+                if self._events and (until is None or self._events[0][0] <= until):
+                    when, _, action = heapq.heappop(self._events)
+                else:
+                    when = self.elapsed if until is None else max(until, self.elapsed)
                 moved = when > self.elapsed
                 self.elapsed = when
             if moved:
                 self._before_event()
+            if action is None:
+                return self.elapsed
             action()
 
     def set_work(self, task_id: str, seconds: float) -> None:
@@ -142,7 +144,7 @@ class SimBackend:
         self._slots: dict[str, str] = {}
         self._idle: dict[str, int] = dict.fromkeys(config.workers, 0)
         self._queued: dict[str, deque[_Job]] = {kind: deque() for kind in config.workers}
-        self._running: dict[str, _Job] = {}
+        self._running: set[_Job] = set()  # by job: a retry may arrive while its lost twin runs
         self._up = False
         self._online = True
         self._on_status: StatusCallback = lambda status: None
@@ -159,7 +161,7 @@ class SimBackend:
             self.world.at(begin, lambda: self._set_online(False))
             self.world.at(end, lambda: self._set_online(True))
 
-    def register(self, method: Method, function: Callable[..., tuple[Any, ...]]) -> None:
+    def register(self, method: Method, function: Callable[..., Any]) -> None:
         """Note the slot kind ``method`` runs on (the function itself never runs)."""
         self._slots[method.name] = method.slot
 
@@ -231,15 +233,15 @@ class SimBackend:
                 while queue and self._idle[slot] > 0:
                     job = queue.popleft()
                     self._idle[slot] -= 1
-                    self._running[job.task_id] = job
+                    self._running.add(job)
                     finish = functools.partial(self._finish, job, self.world.elapsed)
                     self.world.after(job.work, finish)
 
     def _finish(self, job: _Job, started: float) -> None:
         with self._lock:
-            if self._running.get(job.task_id) is not job:
+            if job not in self._running:
                 return  # lost in an outage
-            del self._running[job.task_id]
+            self._running.remove(job)
             self._idle[job.slot] += 1
         epoch = self.world.now() - self.world.elapsed
         report = WorkerReport(

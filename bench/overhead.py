@@ -2,15 +2,18 @@
 
 (a) no-op tasks submitted straight to the engine built from endpoints/local-cpu.yaml, packed
 in Globus Compute's message format; (b) the same tasks through colmena-fed's full path
-(send_inputs -> task server -> site -> result on its topic) on a site made from the same YAML.
-Both engines run side by side for the whole benchmark and the measurements alternate between
-them (and which goes first), so drift of the machine affects both alike.
+(send_inputs -> task server -> site -> result on its topic) on a site made from the same YAML
+that may hold every task of a burst in flight, as the raw engine does (``--slots``, default:
+``--tasks``, given as prefetch over the 2 workers); (c) the same again on a site holding at
+most ``--late-slots`` (256) in flight, the rest waiting on the thinker side (late binding).
+The engines run side by side for the whole benchmark and the bursts rotate between them (and
+which goes first), so drift of the machine affects all alike.
 
-Prints both throughputs (median over repeats), the median added latency of one task (sequential
-round trips, interleaved), the CPU time this process spends per task in each, and as its last
-line ``ratio <colmena-fed / raw throughput>``: the median over repeats of the ratio of each
-back-to-back pair of bursts, which cancels the slow drift of a shared 2-core machine better
-than a ratio of medians.
+Prints the throughputs (median over repeats), the median added latency of one task (sequential
+round trips, interleaved), the CPU time this process spends per task in each, the late-binding
+ratio, and as its last line ``ratio <colmena-fed / raw throughput>`` for (b): the median over
+repeats of the ratio of each back-to-back pair of bursts, which cancels the slow drift of a
+shared 2-core machine better than a ratio of medians.
 """
 
 from __future__ import annotations
@@ -144,58 +147,74 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--latency-tasks", type=int, default=300)
-    parser.add_argument("--slots", type=int, default=256, help="cpu slots of the bench site")
+    parser.add_argument("--slots", type=int, default=0, help="slots of (b); 0: --tasks")
+    parser.add_argument("--late-slots", type=int, default=256, help="slots of (c); 0: skip")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument(
         "--status-period", type=float, default=2.0, help="seconds between site status polls"
     )
     args = parser.parse_args()
+    slots = args.slots or args.tasks
     print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}")
     print(
-        f"endpoint: {ENDPOINT_YAML.name}; {args.tasks} no-op tasks; slots={args.slots}; "
-        f"status every {args.status_period} s"
+        f"endpoint: {ENDPOINT_YAML.name}; {args.tasks} no-op tasks; slots={slots}, "
+        f"late-binding slots={args.late_slots}; status every {args.status_period} s"
     )
     with tempfile.TemporaryDirectory(prefix="colmena-fed-bench-") as tmp:
         raw = RawEngine(Path(tmp) / "raw")
-        fed = FullPath(Path(tmp) / "fed", args.slots, args.status_period)
+        fed = FullPath(Path(tmp) / "fed", slots, args.status_period)
+        contenders: dict[str, RawEngine | FullPath] = {"raw": raw, "colmena-fed": fed}
+        if args.late_slots:
+            late = FullPath(Path(tmp) / "late", args.late_slots, args.status_period)
+            contenders["late binding"] = late
+        runs: dict[str, tuple[Callable[[int], float], list[float]]] = {
+            name: (contender.burst, []) for name, contender in contenders.items()
+        }
         try:
             for i in range(16):
                 raw.round_trip(i)
                 fed.round_trip(i)
-            raw.burst(200)
-            fed.burst(200)
+            for burst, _ in runs.values():
+                burst(200)
             raw_lat, fed_lat = interleaved_latency(
                 args.latency_tasks, raw.round_trip, fed.round_trip
             )
-            raw_rates, fed_rates = [], []
+            names = list(runs)
             for repeat in range(args.repeats):
-                if repeat % 2:  # alternate which goes first, so order effects cancel
-                    fed_rates.append(fed.burst(args.tasks))
-                    raw_rates.append(raw.burst(args.tasks))
-                else:
-                    raw_rates.append(raw.burst(args.tasks))
-                    fed_rates.append(fed.burst(args.tasks))
+                shift = repeat % len(names)  # rotate which goes first, so order effects cancel
+                for name in names[shift:] + names[:shift]:
+                    burst, rates = runs[name]
+                    rates.append(burst(args.tasks))
                 print(
-                    f"repeat {repeat}: raw {raw_rates[-1]:7.1f} tasks/s | "
-                    f"colmena-fed {fed_rates[-1]:7.1f} tasks/s | "
-                    f"ratio {fed_rates[-1] / raw_rates[-1]:.3f}"
+                    f"repeat {repeat}: "
+                    + " | ".join(f"{name} {rates[-1]:7.1f}" for name, (_, rates) in runs.items())
+                    + " tasks/s"
                 )
         finally:
-            fed.server.stop()
+            for contender in contenders.values():
+                if isinstance(contender, FullPath):
+                    contender.server.stop()
             raw.engine.shutdown()
-    raw_rate, fed_rate = statistics.median(raw_rates), statistics.median(fed_rates)
-    print(f"raw engine throughput   {raw_rate:8.1f} tasks/s (median of {args.repeats})")
-    print(f"colmena-fed throughput  {fed_rate:8.1f} tasks/s (median of {args.repeats})")
+    raw_rates = runs["raw"][1]
+    for name, (_, rates) in runs.items():
+        median = statistics.median(rates)
+        print(f"{name + ' throughput':28} {median:8.1f} tasks/s (median of {args.repeats})")
     print(f"median round trip: raw {raw_lat * 1e3:.3f} ms, colmena-fed {fed_lat * 1e3:.3f} ms")
-    print(f"added latency median    {(fed_lat - raw_lat) * 1e3:8.3f} ms per task")
-    paired = statistics.median(f / r for f, r in zip(fed_rates, raw_rates, strict=True))
+    print(f"added latency median         {(fed_lat - raw_lat) * 1e3:8.3f} ms per task")
     print(
-        f"thinker-process CPU per task (median of bursts): "
-        f"raw {statistics.median(raw.cpu_per_task) * 1e6:.0f} us, "
-        f"colmena-fed {statistics.median(fed.cpu_per_task) * 1e6:.0f} us"
+        "thinker-process CPU per task (median of bursts): "
+        + ", ".join(
+            f"{name} {statistics.median(contender.cpu_per_task) * 1e6:.0f} us"
+            for name, contender in contenders.items()
+        )
     )
-    print(f"ratio of medians        {fed_rate / raw_rate:8.3f}")
-    print(f"ratio {paired:.3f}")
+
+    def paired(rates: list[float]) -> float:
+        return statistics.median(f / r for f, r in zip(rates, raw_rates, strict=True))
+
+    if args.late_slots:
+        print(f"late-binding ratio           {paired(runs['late binding'][1]):8.3f}")
+    print(f"ratio {paired(runs['colmena-fed'][1]):.3f}")
 
 
 if __name__ == "__main__":

@@ -112,6 +112,30 @@ class Attempt:
     )
 
 
+@dataclass(slots=True, config=ConfigDict(extra="forbid"))
+class DataRecord:
+    """What moving the task's data out of band cost (all None for a task with nothing proxied)."""
+
+    input_bytes: int | None = Field(
+        default=None, description="Bytes of the inputs that went through a store."
+    )
+    proxy_inputs_s: float | None = Field(
+        default=None, description="Seconds the thinker spent putting inputs in a store."
+    )
+    resolve_inputs_s: float | None = Field(
+        default=None, description="Seconds the worker spent resolving input proxies."
+    )
+    result_bytes: int | None = Field(
+        default=None, description="Bytes of the result, when it went through a store."
+    )
+    proxy_result_s: float | None = Field(
+        default=None, description="Seconds the worker spent putting the result in a store."
+    )
+    resolve_result_s: float | None = Field(
+        default=None, description="Seconds the thinker spent resolving the result proxy."
+    )
+
+
 def _span(start: float | None, end: float | None) -> float | None:
     return None if start is None or end is None else end - start
 
@@ -177,6 +201,15 @@ class Result(BaseModel):
     priority: int = Field(
         default=0,
         description="Pending tasks with higher priority are dispatched first (FIFO within one).",
+    )
+    stores: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Stores holding the task's proxied inputs: it runs only on sites that reach them."
+        ),
+    )
+    data: DataRecord = Field(
+        default_factory=DataRecord, description="Sizes and times of the data sent out of band."
     )
     attempts: list[Attempt] = Field(
         default_factory=list, description="Every dispatch to a site, in order, and how it ended."

@@ -71,6 +71,7 @@ class TaskQueues:
         self._idle = threading.Event()
         self._idle.set()
         self._sink: RequestSink | None = None
+        self._on_delivery: RequestSink | None = None
         self._unsent: deque[Result] = deque()
 
     def add_topic(self, topic: str, priority: int | None = None) -> None:
@@ -169,6 +170,8 @@ class TaskQueues:
             result = self._results[topic].get(timeout=timeout)
         except queue.Empty:
             return None
+        if self._on_delivery is not None:
+            self._on_delivery(result)
         result.timestamps.delivered = clock.now()
         with self._lock:
             self._active -= 1
@@ -180,14 +183,19 @@ class TaskQueues:
         """Block until every task sent has had its result taken; False on timeout."""
         return self._idle.wait(timeout)
 
-    def connect(self, sink: RequestSink) -> None:
-        """Route new requests to ``sink`` (the task server), first flushing those sent before."""
+    def connect(self, sink: RequestSink, on_delivery: RequestSink | None = None) -> None:
+        """Route new requests to ``sink`` (the task server), first flushing those sent before.
+
+        ``on_delivery`` is called with each result as the thinker takes it, in the thinker's
+        thread (the task server resolves a proxied result there).
+        """
         with self._lock:
             if self._sink is not None:
                 raise RuntimeError("these TaskQueues already feed a running task server")
             while self._unsent:
                 sink(self._unsent.popleft())
             self._sink = sink
+            self._on_delivery = on_delivery
 
     def disconnect(self) -> None:
         """Stop routing requests; later ones wait until a task server connects again."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from colmena_fed.models import Result
@@ -63,6 +63,7 @@ class Scheduler:
         policy: Policy | None = None,
         prefetch: Mapping[str, int] | None = None,
         observations: Observations | None = None,
+        reach: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         """Schedule over sites given as ``{site: {slot kind: slots}}``.
 
@@ -71,8 +72,11 @@ class Scheduler:
             policy: Placement policy; `Availability` if None.
             prefetch: Tasks a site may hold beyond its live worker count, per site.
             observations: What the policy learns from; shared with ``policy``.
+            reach: The data stores each site can read; a task whose inputs sit in stores
+                (``task.stores``) runs only on sites that reach all of them.
         """
         prefetch = prefetch or {}
+        self.reach = {name: frozenset(stores) for name, stores in (reach or {}).items()}
         self.observations = observations or Observations()
         self.policy: Policy = policy or Availability(self.observations)
         self.sites = {
@@ -128,6 +132,12 @@ class Scheduler:
                 f"task {task.task_id} ({task.method}) needs a {slot!r} slot, which no site "
                 f"offers; slot kinds offered: {', '.join(offered)}"
             )
+        if task.stores and not self._candidates(task):
+            raise PlacementError(
+                f"task {task.task_id} ({task.method}) has inputs in store(s) "
+                f"{', '.join(task.stores)}, which no site offering a {slot!r} slot reaches"
+                + (f" (it asks for site {wanted!r})" if wanted else "")
+            )
 
     def submit(self, task: Result) -> Step:
         """Queue a new task (``task.slot`` set and checked) and place what can be placed."""
@@ -173,9 +183,9 @@ class Scheduler:
             allowed = self._allowed(task)
         else:
             failed = {attempt.site for attempt in task.attempts}
-            offering = self._offering.get(slot, [])
-            others = [s for s in offering if s.name not in failed and s.online]
-            allowed = self.policy.restrict(task, others or offering)
+            candidates = self._candidates(task)
+            others = [s for s in candidates if s.name not in failed and s.online]
+            allowed = self._narrowed(task, others or candidates)
         if task.max_wait is not None:
             deadline = task.timestamps.created + task.max_wait
             heapq.heappush(self._deadlines, (deadline, next(self._counter), task.task_id))
@@ -237,7 +247,23 @@ class Scheduler:
         wanted = task.resources.site
         if wanted is not None:
             return only(wanted)
-        return self.policy.restrict(task, self._offering.get(task.slot or "", []))
+        return self._narrowed(task, self._candidates(task))
+
+    def _candidates(self, task: Result) -> list[SiteState]:
+        """Sites offering the task's slot kind (and reaching the stores of its inputs)."""
+        offering = self._offering.get(task.slot or "", [])
+        sites = [s for s in offering if task.resources.site in (None, s.name)]
+        if task.stores:
+            needed = set(task.stores)
+            sites = [s for s in sites if needed <= self.reach.get(s.name, frozenset())]
+        return sites
+
+    def _narrowed(self, task: Result, candidates: list[SiteState]) -> frozenset[str] | None:
+        """The policy's choice of allowed sites among ``candidates`` (None: all offering)."""
+        allowed = self.policy.restrict(task, candidates)
+        if allowed is None and task.stores:
+            allowed = frozenset(site.name for site in candidates)
+        return allowed
 
     def _enqueue(self, task: Result, allowed: frozenset[str] | None) -> None:
         key: QueueKey = (task.slot or "", allowed)

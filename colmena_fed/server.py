@@ -15,6 +15,7 @@ from types import TracebackType
 from colmena_fed import clock
 from colmena_fed.backends import Outcome, SiteBackend, SiteStatus, make_backend
 from colmena_fed.backends.sim import SimWorld
+from colmena_fed.data import DataPlane
 from colmena_fed.errors import SiteError
 from colmena_fed.methods import Method, MethodLike, as_methods
 from colmena_fed.models import Attempt, FailureInfo, Result, WorkerInfo
@@ -82,7 +83,10 @@ class TaskServer:
         self.scheduler = Scheduler(
             {name: site.resources for name, site in sites.sites.items()},
             prefetch={name: site.prefetch for name, site in sites.sites.items()},
+            reach=sites.reach(),
         )
+        #: The stores that carry large inputs and results; None without a 'data:' section.
+        self.data = DataPlane(sites.data, sites.reach()) if sites.data.stores else None
         self.scheduler.policy = make_policy(
             settings.policy, self.scheduler.observations, settings.static
         )
@@ -149,13 +153,18 @@ class TaskServer:
         if self.world is not None:
             self.world.begin(self._expire)
         try:
+            if self.data is not None:
+                self.data.start()
             for name, backend in self.backends.items():
                 self._started.append(name)  # before start: a half-started site is stopped too
                 backend.start(self.run_dir / name, functools.partial(self._on_status, name))
+                results = self.data.result_policy(name) if self.data is not None else None
                 for method in self.methods.values():
-                    backend.register(method, pack_method(method.function, method.name))
+                    backend.register(method, pack_method(method.function, method.name, results))
         except BaseException:
             self._shutdown_backends()
+            if self.data is not None:
+                self.data.close()
             raise
         self._closed = False
         for name, backend in self.backends.items():
@@ -165,7 +174,9 @@ class TaskServer:
             target=self._housekeep, name="colmena-fed-status", daemon=True
         )
         self._housekeeper.start()
-        self.queues.connect(self._on_request)
+        self.queues.connect(
+            self._on_request, None if self.data is None else self.data.resolve_result
+        )
 
     def stop(self) -> None:
         """Stop accepting requests, fail what did not finish, and stop every site."""
@@ -183,6 +194,8 @@ class TaskServer:
             self.world.end()
         for task in unfinished:
             self._shut_out(task)
+        if self.data is not None:
+            self.data.close()
 
     def _shut_out(self, task: Result) -> None:
         task.fail("shutdown", "TaskServerStopped", "the task server stopped first")
@@ -249,6 +262,14 @@ class TaskServer:
             )
             return
         task.slot = task.resources.slot or method.slot
+        if self.data is not None:
+            try:
+                self.data.proxy_inputs(task)
+            except Exception as exc:
+                self._reject(
+                    task, f"cannot put the inputs of task {task.task_id} in a store: {exc}"
+                )
+                return
         try:
             self.scheduler.check(task)
         except PlacementError as exc:
@@ -401,6 +422,8 @@ class TaskServer:
         self._finish(task)
 
     def _finish(self, task: Result) -> None:
+        if self.data is not None:
+            self.data.evict_inputs(task)
         if not task.keep_inputs:
             task.args, task.kwargs = (), {}
         self.queues.put_result(task)
@@ -420,6 +443,11 @@ def _record(task: Result, report: WorkerReport) -> None:
     task.worker = WorkerInfo(
         hostname=report.hostname, pid=report.pid, accelerator=report.accelerator
     )
+    if report.resolve_inputs_s is not None:
+        task.data.resolve_inputs_s = report.resolve_inputs_s
+    if report.result_bytes is not None:
+        task.data.proxy_result_s = report.proxy_result_s
+        task.data.result_bytes = report.result_bytes
     task.success = report.success
     if task.success:
         task.value = report.value

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from colmena_fed.data import DataConfig, FileStoreSpec
 from colmena_fed.errors import ConfigError
 
 #: Globus Compute's limit on status requests: 20 per 10 s per client.
@@ -89,6 +90,13 @@ class SiteConfig(BaseModel):
             "Slots per kind (e.g. {cpu: 4} or {gpu: 2}): how many tasks of that kind the site "
             "may hold in flight. More slots than workers hides the round trip to the site."
         )
+    )
+    stores: list[str] | None = Field(
+        default=None,
+        description=(
+            "Names of the data stores (under 'data: stores:') this site can read and write; "
+            "its large results go to the first. None: every store."
+        ),
     )
     prefetch: NonNegativeInt = Field(
         default=0,
@@ -200,6 +208,9 @@ class SitesConfig(BaseModel):
     sim: SimConfig = Field(
         default_factory=SimConfig, description="Settings of simulated ('sim') sites."
     )
+    data: DataConfig = Field(
+        default_factory=DataConfig, description="ProxyStore stores for large inputs and results."
+    )
     source: Path | None = Field(
         default=None, exclude=True, description="File this configuration was read from."
     )
@@ -214,6 +225,13 @@ class SitesConfig(BaseModel):
             raise ValueError(
                 f"'sim' sites run in virtual time and cannot be mixed with real ones ({real})"
             )
+        for name, config in self.sites.items():
+            unknown = [s for s in config.stores or [] if s not in self.data.stores]
+            if unknown:
+                raise ValueError(
+                    f"site {name!r}, field 'stores': no store named {unknown[0]!r} under "
+                    f"'data: stores:'; stores: {', '.join(self.data.stores) or 'none'}"
+                )
         for method, site in self.scheduler.static.items():
             if site not in self.sites:
                 raise ValueError(
@@ -252,6 +270,11 @@ class SitesConfig(BaseModel):
                     f"slot) to site {site!r}, which offers only {', '.join(offered)}"
                 )
 
+    def reach(self) -> dict[str, list[str]]:
+        """The stores each site can use, in its order of preference."""
+        every = list(self.data.stores)
+        return {name: every if s.stores is None else s.stores for name, s in self.sites.items()}
+
     @property
     def simulated(self) -> bool:
         """Whether the federation is simulated (every site a `sim` site)."""
@@ -280,6 +303,9 @@ class SitesConfig(BaseModel):
         except ValidationError as exc:
             raise ConfigError(_describe(where, exc)) from exc
         base = source.parent if source else Path.cwd()
+        for spec in config.data.stores.values():
+            if isinstance(spec, FileStoreSpec):
+                spec.path = (base / spec.path.expanduser()).resolve()
         for name, site in config.sites.items():
             if site.local is None:
                 continue

@@ -22,9 +22,14 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import dill
+from proxystore.proxy import Proxy, extract
+from proxystore.store import get_or_create_store
+
+if TYPE_CHECKING:
+    from colmena_fed.data import ResultPolicy
 
 #: Environment variables that name the accelerator a worker is pinned to, in order of preference.
 ACCELERATOR_VARIABLES = (
@@ -53,6 +58,9 @@ class WorkerReport(NamedTuple):
     hostname: str
     pid: int
     accelerator: str | None
+    resolve_inputs_s: float | None = None
+    proxy_result_s: float | None = None
+    result_bytes: int | None = None
 
 
 _identity: tuple[str, int, str | None] | None = None
@@ -85,34 +93,80 @@ def run_method(method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tupl
     except Exception as exc:
         failure = (type(exc).__name__, str(exc), traceback.format_exc())
     ended = time.time()
-    return (failure[0] is None, value, *failure, started, ended, *worker_identity())
+    return (failure[0] is None, value, *failure, started, ended, *worker_identity(), *_NO_DATA)
+
+
+#: The data fields of a report when nothing went through a store.
+_NO_DATA = (None, None, None)
 
 
 #: Methods this worker process has unpickled, by the key `pack_method` gave them.
 _unpacked: dict[str, Callable[..., Any]] = {}
 
 
-def run_packed(key: str, packed: bytes, /, *args: Any, **kwargs: Any) -> bytes | tuple[Any, ...]:
+def run_packed(
+    key: str, packed: bytes, results: ResultPolicy | None, /, *args: Any, **kwargs: Any
+) -> bytes | tuple[Any, ...]:
     """Run the method pickled in ``packed`` (unpickled once per worker process, by ``key``).
 
-    Returns the `WorkerReport` pickled, or as a plain tuple if the value cannot be pickled by
-    the standard pickler (Globus Compute's dill-based serializer then takes it).
+    Input proxies are resolved first, so the method sees ordinary objects; with ``results``,
+    a result larger than its threshold goes back as a proxy. Returns the `WorkerReport`
+    pickled, or as a plain tuple if the value cannot be pickled by the standard pickler
+    (Globus Compute's dill-based serializer then takes it).
     """
     method = _unpacked.get(key)
     if method is None:
         method = _unpacked[key] = dill.loads(packed)
+    resolve_s = None
+    if any(type(v) is Proxy for v in (*args, *kwargs.values())):
+        started = time.perf_counter()
+        args = tuple(_resolved(value) for value in args)
+        kwargs = {name: _resolved(value) for name, value in kwargs.items()}
+        resolve_s = time.perf_counter() - started
     report = run_method(method, *args, **kwargs)
+    if resolve_s is not None or (results is not None and report[0]):
+        report = _with_data(report, resolve_s, results)
     try:
         return pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         return report
 
 
-def pack_method(function: Callable[..., Any], name: str) -> functools.partial[Any]:
-    """What a site registers for ``function``: `run_packed` bound to it, under ``name``."""
+def _resolved(value: Any) -> Any:
+    return extract(value) if type(value) is Proxy else value
+
+
+def _with_data(
+    report: tuple[Any, ...], resolve_s: float | None, results: ResultPolicy | None
+) -> tuple[Any, ...]:
+    """The report with its data fields, its value proxied if it is too large to send back."""
+    fields = list(report)
+    fields[-3] = resolve_s
+    value = fields[1]
+    if results is not None and fields[0] and not isinstance(value, SMALL_TYPES):
+        started = time.perf_counter()
+        store = get_or_create_store(results.store)
+        data = store.serializer(value)
+        if len(data) > results.threshold:
+            fields[1] = store.proxy_from_key(store.connector.put(data))
+            fields[-2], fields[-1] = time.perf_counter() - started, len(data)
+    return tuple(fields)
+
+
+#: Values never worth measuring for a store: they are small.
+SMALL_TYPES = (int, float, bool, complex, type(None))
+
+
+def pack_method(
+    function: Callable[..., Any], name: str, results: ResultPolicy | None = None
+) -> functools.partial[Any]:
+    """What a site registers for ``function``: `run_packed` bound to it, under ``name``.
+
+    ``results`` says how the site's workers send back results too large to travel inline.
+    """
     packed = dill.dumps(function)
     key = f"{name}-{hashlib.sha256(packed).hexdigest()[:16]}"
-    wrapper = functools.partial(run_packed, key, packed)
+    wrapper = functools.partial(run_packed, key, packed, results)
     wrapper.__name__ = name  # type: ignore[attr-defined]
     return wrapper
 

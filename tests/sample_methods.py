@@ -33,3 +33,11 @@ def die() -> None:
 
 def blob(megabytes: int) -> bytes:
     return b"x" * (megabytes * 1_000_000)
+
+
+def reverse(data: bytes) -> bytes:
+    return data[::-1]
+
+
+def size(data: bytes) -> int:
+    return len(data)

@@ -218,5 +218,16 @@ def test_a_result_too_large_to_return_fails_once_without_retries(queues: TaskQue
     assert result.failure is not None
     assert result.failure.kind == "rejected"
     assert result.failure.exception_type == "MaxResultSizeExceeded"
+    assert "configure a data store" in result.failure.message
     assert result.retries == 0
     assert len(result.attempts) == 1
+
+
+def test_an_input_too_large_to_send_is_refused_with_what_to_do(queues: TaskQueues) -> None:
+    task_id = queues.send_inputs(b"x" * 11_000_000, method="double", topic="simulate")
+    (result,) = take(queues, "simulate", 1)
+    assert result.failure is not None
+    assert result.failure.kind == "rejected"
+    assert result.failure.exception_type == "PayloadTooLarge"
+    assert f"the inputs of task {task_id} (double)" in result.failure.message
+    assert "configure a data store" in result.failure.message

@@ -42,4 +42,4 @@ def test_a_worker_unpickles_each_method_once() -> None:
     key = wrapped.args[0]
     assert read_report(wrapped(1)).value == 1
     # The same key with a broken pickle still runs: the method was kept from the first call.
-    assert read_report(run_packed(key, b"not a pickle", 4, y=1)).value == 5
+    assert read_report(run_packed(key, b"not a pickle", None, 4, y=1)).value == 5

@@ -32,6 +32,9 @@ from colmena_fed.errors import ConfigError, SiteError
 from colmena_fed.methods import Method
 from colmena_fed.worker import WorkerReport, read_report
 
+#: Globus Compute's limit on one submission (a whole batch included).
+PAYLOAD_LIMIT_BYTES = 10 * 2**20
+
 #: Globus Compute error codes of failures that a retry would only repeat.
 WOULD_FAIL_AGAIN = frozenset({"MaxResultSizeExceeded"})
 
@@ -106,6 +109,15 @@ class LocalBackend:
             message = f"cannot serialize the inputs of task {task_id} ({method}): {exc}"
             on_done(SiteError(self.name, "SerializationError", message, kind="rejected"))
             return
+        if len(buffer) > PAYLOAD_LIMIT_BYTES:
+            message = (
+                f"the inputs of task {task_id} ({method}) are {len(buffer) / 1e6:.1f} MB once "
+                f"serialized, over Globus Compute's {PAYLOAD_LIMIT_BYTES / 2**20:.0f} MiB limit; "
+                "configure a data store ('data: stores:' in the sites YAML) so that large "
+                "inputs travel through it"
+            )
+            on_done(SiteError(self.name, "PayloadTooLarge", message, kind="rejected"))
+            return
         packed = messagepack.pack(Task(task_id=gc_task_id, task_buffer=buffer))
         future = GCFuture(gc_task_id)
         future.add_done_callback(lambda f: on_done(self._outcome(f)))
@@ -123,10 +135,16 @@ class LocalBackend:
         assert isinstance(message, GCResult)
         if message.error_details is not None:
             code = message.error_details.code
+            text = _last_line(message.data)
+            if code == "MaxResultSizeExceeded":
+                text += (
+                    "; configure a data store ('data: stores:' in the sites YAML, reachable "
+                    "from this site) so that large results travel through it"
+                )
             kind: Literal["system", "rejected"] = (
                 "rejected" if code in WOULD_FAIL_AGAIN else "system"
             )
-            return SiteError(self.name, code, _last_line(message.data), kind=kind)
+            return SiteError(self.name, code, text, kind=kind)
         try:
             return read_report(self._serializer.deserialize(message.data))
         except Exception as exc:

@@ -1,0 +1,183 @@
+"""The data plane: ProxyStore stores named in the sites YAML, and what travels through them.
+
+Inputs above a size threshold leave the thinker as proxies (~1 KB each) instead of inline, so
+no task meets Globus Compute's payload limit; the worker resolves them before the method runs
+(`colmena_fed.worker`), and proxies a large result the same way. A task whose inputs sit in a
+store runs only on sites that reach that store. Input objects live until the task finally ends
+(retries included); a result object until the thinker takes the result; whatever a campaign
+put is gone from the stores when its task server stops.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+
+from proxystore.connectors.file import FileConnector
+from proxystore.connectors.redis import RedisConnector
+from proxystore.proxy import Proxy, extract, get_factory
+from proxystore.store import Store
+from proxystore.store.config import StoreConfig
+from proxystore.store.utils import get_key
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from colmena_fed.models import Result
+from colmena_fed.worker import SMALL_TYPES
+
+#: Globus Compute refuses a serialized result over 10 MiB, and its serializer inflates raw bytes
+#: ~1.35x: a result larger than this goes through a store whatever the threshold.
+RESULT_LIMIT_BYTES = 7_000_000
+
+
+class FileStoreSpec(BaseModel):
+    """A store on a file system every site using it can read (ProxyStore's FileConnector)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["file"] = Field(description="'file': a directory on a shared file system.")
+    path: Path = Field(description="The directory; relative paths are relative to the YAML.")
+
+
+class RedisStoreSpec(BaseModel):
+    """A Redis server every site using it can reach (ProxyStore's RedisConnector)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["redis"] = Field(description="'redis': a Redis server.")
+    hostname: str = Field(default="127.0.0.1", description="Host name of the Redis server.")
+    port: PositiveInt = Field(default=6379, description="Port of the Redis server.")
+
+
+StoreSpec = Annotated[FileStoreSpec | RedisStoreSpec, Field(discriminator="kind")]
+
+
+class DataConfig(BaseModel):
+    """The ``data:`` section of the sites YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold_bytes: PositiveInt = Field(
+        default=1_000_000,
+        description="Inputs and results larger than this (serialized) travel through a store.",
+    )
+    topic_thresholds: dict[str, PositiveInt] = Field(
+        default_factory=dict, description="Thresholds for the inputs of given topics."
+    )
+    stores: dict[str, StoreSpec] = Field(
+        default_factory=dict,
+        description=(
+            "Stores by name. Inputs go to the first one listed; each site sends its large "
+            "results to the first store in its own 'stores' list."
+        ),
+    )
+
+
+class ResultPolicy(NamedTuple):
+    """What a worker needs to proxy a large result: the store, and from what size."""
+
+    store: StoreConfig
+    threshold: int
+
+
+class DataPlane:
+    """The stores of one task server, and the objects its tasks put in them."""
+
+    def __init__(self, config: DataConfig, reach: Mapping[str, list[str]]) -> None:
+        """Stores as ``config`` describes; ``reach`` lists the stores each site can read."""
+        self.config = config
+        self.reach = reach
+        self.stores: dict[str, Store[Any]] = {}
+        self._inputs: dict[str, list[tuple[Store[Any], Any]]] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Connect to every store."""
+        for name, spec in self.config.stores.items():
+            if isinstance(spec, FileStoreSpec):
+                connector: Any = FileConnector(str(spec.path), clear=False)
+            else:
+                connector = RedisConnector(spec.hostname, spec.port)
+            self.stores[name] = Store(name, connector, register=True)
+
+    def close(self) -> None:
+        """Evict what unfinished tasks left, and disconnect."""
+        with self._lock:
+            left = [key for keys in self._inputs.values() for key in keys]
+            self._inputs.clear()
+        for store, key in left:
+            store.evict(key)
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()
+
+    def result_policy(self, site: str) -> ResultPolicy | None:
+        """How ``site``'s workers proxy results: into the first store it reaches, if any."""
+        names = self.reach.get(site, [])
+        if not names:
+            return None
+        threshold = min(self.config.threshold_bytes, RESULT_LIMIT_BYTES)
+        return ResultPolicy(self.stores[names[0]].config(), threshold)
+
+    def proxy_inputs(self, task: Result) -> None:
+        """Replace the task's large inputs by proxies in the first store (if there is one)."""
+        if not self.stores:
+            return
+        name, store = next(iter(self.stores.items()))
+        threshold = self.config.topic_thresholds.get(task.topic, self.config.threshold_bytes)
+        started = time.perf_counter()
+        keys: list[tuple[Store[Any], Any]] = []
+        sizes = 0
+
+        def maybe_proxy(value: Any) -> Any:
+            nonlocal sizes
+            if isinstance(value, SMALL_TYPES) or getattr(value, "nbytes", threshold) < threshold:
+                return value
+            data = store.serializer(value)
+            if len(data) <= threshold:
+                return value
+            key = store.connector.put(data)
+            keys.append((store, key))
+            sizes += len(data)
+            return store.proxy_from_key(key)
+
+        args = tuple(maybe_proxy(value) for value in task.args)
+        kwargs = {name: maybe_proxy(value) for name, value in task.kwargs.items()}
+        if keys:
+            task.args, task.kwargs = args, kwargs
+            task.stores = [name]
+            task.data.input_bytes = sizes
+            task.data.proxy_inputs_s = time.perf_counter() - started
+            with self._lock:
+                self._inputs[task.task_id] = keys
+
+    def evict_inputs(self, task: Result) -> None:
+        """The task ended for good: its input objects can go."""
+        with self._lock:
+            keys = self._inputs.pop(task.task_id, [])
+        for store, key in keys:
+            store.evict(key)
+
+    def resolve_result(self, task: Result) -> None:
+        """Turn a proxied result into its object (on delivery), then evict it from its store."""
+        value = task.value
+        if type(value) is not Proxy:
+            return
+        started = time.perf_counter()
+        try:
+            task.value = extract(value)
+        except Exception as exc:
+            task.value = None
+            task.fail("system", type(exc).__name__, f"cannot resolve the result proxy: {exc}")
+            return
+        task.data.resolve_result_s = time.perf_counter() - started
+        store = self.stores.get(_store_name(value))
+        if store is not None:
+            store.evict(get_key(value))
+
+
+def _store_name(proxy: Proxy[Any]) -> str:
+    factory = get_factory(proxy)
+    return str(getattr(factory, "store_config").name)  # noqa: B009 (a StoreFactory's)

@@ -1,0 +1,140 @@
+"""Large inputs and results through real ProxyStore stores (a directory, a Redis server)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from conftest import ENDPOINTS
+from sample_methods import reverse, size
+
+from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
+
+MB = 1_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def redis_port() -> Iterator[int]:
+    """A redis-server of our own on 127.0.0.1, with nothing saved to disk."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed (scripts/setup.sh installs it)"
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield port
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def stores(kind: str, tmp_path: Path, redis_port: int) -> dict[str, Any]:
+    if kind == "file":
+        return {"files": {"kind": "file", "path": str(tmp_path / "store")}}
+    return {"cache": {"kind": "redis", "port": redis_port}}
+
+
+def site(**extra: Any) -> dict[str, Any]:
+    return {"local": str(ENDPOINTS / "local-cpu.yaml"), "resources": {"cpu": 2}, **extra}
+
+
+def take(queues: TaskQueues) -> Result:
+    result = queues.get_result(timeout=180)
+    assert result is not None
+    return result
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+def test_50_mb_in_and_out_through_a_store_leave_it_empty(
+    kind: str, tmp_path: Path, redis_port: int
+) -> None:
+    config = SitesConfig.from_dict(
+        {
+            "sites": {"hpc": site()},
+            "data": {"threshold_bytes": MB, "stores": stores(kind, tmp_path, redis_port)},
+        }
+    )
+    queues = TaskQueues()
+    payload = bytes(range(256)) * (50 * MB // 256 + 1)  # just over 50 MB
+    with TaskServer(queues, config, [reverse], run_dir=tmp_path / "run"):
+        queues.send_inputs(payload, method="reverse", input_kwargs={})
+        result = take(queues)
+        assert result.success, result.failure
+        assert type(result.value) is bytes
+        assert result.value == payload[::-1]
+        data = result.data
+        assert data.input_bytes is not None
+        assert data.input_bytes > 50 * MB
+        assert data.result_bytes is not None
+        assert data.result_bytes > 50 * MB
+        for spent in (data.proxy_inputs_s, data.resolve_inputs_s, data.proxy_result_s):
+            assert spent is not None
+        assert data.resolve_result_s is not None
+        assert result.stores == [next(iter(config.data.stores))]
+    if kind == "file":
+        assert not any((tmp_path / "store").iterdir())
+    else:
+        assert redis.Redis(port=redis_port).dbsize() == 0
+
+
+def test_large_inputs_run_only_where_their_store_is_reachable(
+    tmp_path: Path, redis_port: int
+) -> None:
+    config = SitesConfig.from_dict(
+        {
+            "sites": {"east": site(stores=["files"]), "west": site(stores=["cache"])},
+            "data": {
+                "threshold_bytes": MB,
+                "stores": {**stores("file", tmp_path, 0), **stores("redis", tmp_path, redis_port)},
+            },
+            "scheduler": {"status_period": 0.5},
+        }
+    )
+    queues = TaskQueues()
+    with TaskServer(queues, config, [size], run_dir=tmp_path / "run"):
+        for _ in range(4):
+            queues.send_inputs(b"x" * (2 * MB), method="size")
+            queues.send_inputs(b"x", method="size")
+        pinned = queues.send_inputs(b"x" * (2 * MB), method="size", site="west")
+        results = [take(queues) for _ in range(9)]
+    by_id = {r.task_id: r for r in results}
+    refused = by_id.pop(pinned)
+    assert refused.failure is not None
+    assert refused.failure.kind == "rejected"
+    assert "store(s) files, which no site offering a 'cpu' slot reaches" in refused.failure.message
+    large = [r for r in by_id.values() if r.value == 2 * MB]
+    assert len(large) == 4
+    assert {r.site for r in large} == {"east"}
+    assert all(r.stores == ["files"] for r in large)
+    assert not any((tmp_path / "store").iterdir())
+
+
+def test_a_store_name_a_site_cannot_know_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="site 'east', field 'stores': no store named 'nfs'"):
+        SitesConfig.from_dict(
+            {
+                "sites": {"east": site(stores=["nfs"])},
+                "data": {"stores": stores("file", tmp_path, 0)},
+            }
+        )

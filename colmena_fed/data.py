@@ -53,6 +53,9 @@ class RedisStoreSpec(BaseModel):
 
 StoreSpec = Annotated[FileStoreSpec | RedisStoreSpec, Field(discriminator="kind")]
 
+#: The store kinds a sites YAML may name.
+STORE_KINDS = ("file", "redis")
+
 
 class DataConfig(BaseModel):
     """The ``data:`` section of the sites YAML."""
@@ -91,6 +94,7 @@ class DataPlane:
         self.reach = reach
         self.stores: dict[str, Store[Any]] = {}
         self._inputs: dict[str, list[tuple[Store[Any], Any]]] = {}
+        self._shared: dict[int, tuple[Store[Any], Any]] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -102,11 +106,39 @@ class DataPlane:
                 connector = RedisConnector(spec.hostname, spec.port)
             self.stores[name] = Store(name, connector, register=True)
 
+    def share(self, obj: Any, store: str | None = None) -> Proxy[Any]:
+        """Put ``obj`` once (e.g. a model) and return a proxy any number of tasks can take.
+
+        Pass the proxy as an input: it travels as itself, and each task runs only on sites
+        that reach its store. It stays until `release` (or until the task server stops).
+        """
+        name = store or next(iter(self.stores), None)
+        if name is None or name not in self.stores:
+            known = ", ".join(self.stores) or "none"
+            raise ValueError(f"no data store named {name!r} to share an object in; stores: {known}")
+        target = self.stores[name]
+        key = target.put(obj)
+        proxy: Proxy[Any] = target.proxy_from_key(key)
+        with self._lock:
+            self._shared[id(proxy)] = (target, key)
+        return proxy
+
+    def release(self, proxy: Proxy[Any]) -> None:
+        """Evict an object put with `share` (tasks already sent with it must have ended)."""
+        with self._lock:
+            shared = self._shared.pop(id(proxy), None)
+        if shared is None:
+            raise ValueError("this proxy was not made by share(), or was released already")
+        store, key = shared
+        store.evict(key)
+
     def close(self) -> None:
-        """Evict what unfinished tasks left, and disconnect."""
+        """Evict what unfinished tasks and unreleased shares left, and disconnect."""
         with self._lock:
             left = [key for keys in self._inputs.values() for key in keys]
+            left += self._shared.values()
             self._inputs.clear()
+            self._shared.clear()
         for store, key in left:
             store.evict(key)
         for store in self.stores.values():
@@ -129,10 +161,14 @@ class DataPlane:
         threshold = self.config.topic_thresholds.get(task.topic, self.config.threshold_bytes)
         started = time.perf_counter()
         keys: list[tuple[Store[Any], Any]] = []
+        used: set[str] = set()
         sizes = 0
 
         def maybe_proxy(value: Any) -> Any:
             nonlocal sizes
+            if type(value) is Proxy:  # shared by the thinker: it travels as it is
+                used.add(_store_name(value))
+                return value
             if isinstance(value, SMALL_TYPES) or getattr(value, "nbytes", threshold) < threshold:
                 return value
             data = store.serializer(value)
@@ -140,14 +176,16 @@ class DataPlane:
                 return value
             key = store.connector.put(data)
             keys.append((store, key))
+            used.add(name)
             sizes += len(data)
             return store.proxy_from_key(key)
 
         args = tuple(maybe_proxy(value) for value in task.args)
-        kwargs = {name: maybe_proxy(value) for name, value in task.kwargs.items()}
+        kwargs = {key: maybe_proxy(value) for key, value in task.kwargs.items()}
+        if used:
+            task.stores = sorted(used)
         if keys:
             task.args, task.kwargs = args, kwargs
-            task.stores = [name]
             task.data.input_bytes = sizes
             task.data.proxy_inputs_s = time.perf_counter() - started
             with self._lock:

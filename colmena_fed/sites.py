@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from colmena_fed.data import DataConfig, FileStoreSpec
+from colmena_fed.data import STORE_KINDS, DataConfig, FileStoreSpec
 from colmena_fed.errors import ConfigError
 
 #: Globus Compute's limit on status requests: 20 per 10 s per client.
@@ -342,6 +342,11 @@ def _describe(where: str, exc: ValidationError) -> str:
             place = f"site {loc[1]!r}"
             if len(loc) > 2:
                 place += f", field {'.'.join(loc[2:])!r}"
+        elif len(loc) >= 3 and loc[:2] == ["data", "stores"]:
+            place = f"data store {loc[2]!r}"
+            fields = loc[4:] if len(loc) > 3 and loc[3] in STORE_KINDS else loc[3:]
+            if fields:
+                place += f", field {'.'.join(fields)!r}"
         else:
             place = f"field {'.'.join(loc)!r}" if loc else "top level"
         message = error["msg"].removeprefix("Value error, ")

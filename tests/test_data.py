@@ -138,3 +138,25 @@ def test_a_store_name_a_site_cannot_know_is_refused(tmp_path: Path) -> None:
                 "data": {"stores": stores("file", tmp_path, 0)},
             }
         )
+
+
+def test_an_object_shared_by_many_tasks_is_put_once_and_released(tmp_path: Path) -> None:
+    config = SitesConfig.from_dict(
+        {"sites": {"hpc": site()}, "data": {"stores": stores("file", tmp_path, 0)}}
+    )
+    queues = TaskQueues()
+    store_dir = tmp_path / "store"
+    with TaskServer(queues, config, [size], run_dir=tmp_path / "run") as server:
+        assert server.data is not None
+        model = server.data.share(b"m" * (5 * MB))
+        for _ in range(3):
+            queues.send_inputs(model, method="size")
+        results = [take(queues) for _ in range(3)]
+        assert [r.value for r in results] == [5 * MB] * 3
+        assert all(r.stores == ["files"] for r in results)
+        objects = [p for p in store_dir.iterdir() if p.suffix != ".ready"]
+        assert len(objects) == 1  # put once, and still there for more tasks
+        server.data.release(model)
+        assert not any(store_dir.iterdir())
+        with pytest.raises(ValueError, match="released already"):
+            server.data.release(model)

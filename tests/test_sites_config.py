@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,18 @@ def test_unknown_policy_and_bad_outage_are_named() -> None:
         ConfigError, match=r"site 'a', field 'sim': outage \[5.0, 2.0\] ends before"
     ):
         SitesConfig.from_dict({"sites": {"a": bad}})
+
+
+@pytest.mark.parametrize(
+    ("store", "expected"),
+    [
+        ({"kind": "s3"}, "data store 'shared': Input tag 's3'"),
+        ({"kind": "file"}, "data store 'shared', field 'path': Field required"),
+        ({"kind": "redis", "port": 0}, "data store 'shared', field 'port': Input should be"),
+        ({"kind": "file", "path": "x", "host": "y"}, "data store 'shared', field 'host': unknown"),
+    ],
+)
+def test_bad_data_stores_are_named(store: dict[str, object], expected: str) -> None:
+    sites = {"a": {"sim": {"workers": {"cpu": 1}}, "resources": {"cpu": 1}}}
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        SitesConfig.from_dict({"sites": sites, "data": {"stores": {"shared": store}}})

@@ -21,15 +21,21 @@ machine's disk; a ``redis`` store: RedisConnector on a redis-server this bench s
   ``evict`` of both objects is timed apart and not counted in raw (colmena-fed evicts both
   within its round trip).
 
-Both task servers run side by side for the whole bench. Each repeat measures every store, in
+Both task servers run side by side for the whole bench. Each round measures every store, in
 an order that rotates, and for each store colmena-fed and raw back to back, which goes first
-alternating; each size gets one discarded warm-up repeat, after a warm-up of both workers of
-each site. Times are medians over ``--repeats`` (5) for 1 and 10 MB and ``--repeats-100``
-(3) for 100 MB; the ratio is median colmena-fed / median raw.
+alternating, then the same task on a 64-byte array (``inline``: it travels inside the Globus
+Compute message, no store: the engine's own round trip, to read ``other`` against). Each size
+gets one discarded warm-up round, after a warm-up of both workers of each site. Times are
+medians over ``--repeats`` (5) rounds at 1 and 10 MB and ``--repeats-100`` (5) at 100 MB (on a
+small VM a 100 MB put or get now and then takes twice its usual time, so 3 rounds are too few
+for a stable median); the ratio is median colmena-fed / median raw, and the median of each
+round's own ratio is printed beside it.
 
-Prints a table per store and size, the breakdown of the colmena-fed time, each worker's
-resident memory after the run, and as its last line ``ratio_100mb <x>``: the worse (max) over
-the two stores of the 100 MB ratio.
+Prints a table per store and size, the breakdown of the colmena-fed time (with ``vs data``:
+the round trip over its own four store operations, a ratio free of the raw measurement's
+noise), every sample at 100 MB, each worker's resident memory and what its ProxyStore cache
+holds after the run, and as its last line ``ratio_100mb <x>``: the worse (max) over the two
+stores of the 100 MB ratio.
 
 Run: ``.venv/bin/python bench/data.py`` (about a minute; needs ``redis-server`` on PATH or at
 ``--redis-server``).
@@ -96,15 +102,20 @@ def settle(x: Array, seconds: float) -> int:
     return int(x.size)
 
 
-def worker_memory(seconds: float) -> tuple[int, float]:
-    """This worker's pid and resident memory in MB (after holding it a moment)."""
+def worker_memory(seconds: float, store_name: str) -> tuple[int, float, int, float]:
+    """This worker's pid, resident MB, and objects and MB held in its ProxyStore cache."""
     import os
     import time
 
-    time.sleep(seconds)
+    from proxystore.store import get_store
+
+    time.sleep(seconds)  # so that the other probe goes to the other worker
     with open("/proc/self/statm") as statm:
         pages = int(statm.read().split()[1])
-    return os.getpid(), pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    store = get_store(store_name)
+    cached = list(store.cache._data.values()) if store is not None else []
+    held = sum(getattr(value, "nbytes", 0) for value in cached)
+    return os.getpid(), pages * os.sysconf("SC_PAGE_SIZE") / 1e6, len(cached), held / 1e6
 
 
 def expected_value(method: str, x: Array) -> Array:
@@ -159,10 +170,14 @@ class FedSample:
     run_time: float
 
     @property
+    def data(self) -> float:
+        """The four store operations: put and resolve of the input, then of the result."""
+        return self.proxy_inputs + self.resolve_inputs + self.proxy_result + self.resolve_result
+
+    @property
     def other(self) -> float:
         """What the data fields and the method do not account for."""
-        data = self.proxy_inputs + self.resolve_inputs + self.proxy_result + self.resolve_result
-        return self.total - data - self.run_time
+        return self.total - self.data - self.run_time
 
 
 @dataclass
@@ -187,6 +202,7 @@ class Samples:
 
     fed: list[FedSample] = field(default_factory=list)
     raw: list[RawSample] = field(default_factory=list)
+    inline: list[float] = field(default_factory=list)
 
 
 def _seconds(value: float | None, what: str, result: Result) -> float:
@@ -201,10 +217,11 @@ class Contender:
     def __init__(self, kind: str, spec: dict[str, Any], raw_connector: Any, run_dir: Path) -> None:
         """Start the task server (its site's workers start in the background)."""
         self.kind = kind
+        self.store_name = f"bench-{kind}"
         sites = SitesConfig.from_dict(
             {
                 "sites": {"local": {"local": str(ENDPOINT_YAML), "resources": {"cpu": 2}}},
-                "data": {"threshold_bytes": THRESHOLD_BYTES, "stores": {f"bench-{kind}": spec}},
+                "data": {"threshold_bytes": THRESHOLD_BYTES, "stores": {self.store_name: spec}},
                 "scheduler": {"status_period": 0.5},
             }
         )
@@ -212,7 +229,7 @@ class Contender:
         methods = [*(Method(f) for f in METHODS.values()), Method(settle), Method(worker_memory)]
         self.server = TaskServer(self.queues, sites, methods, run_dir=run_dir)
         self.server.start()
-        self.raw = Store(f"raw-{kind}", raw_connector, register=False)
+        self.raw = Store(f"raw-{kind}", raw_connector, cache_size=0, register=False)
 
     def take(self) -> Result:
         """The next result, which must be a success."""
@@ -250,37 +267,51 @@ class Contender:
             run_time=_seconds(result.run_time, "run_time", result),
         )
 
+    def inline(self, method: str, x: Array) -> float:
+        """Round trip of the same task on a tiny array, which travels inline (no store)."""
+        start = time.perf_counter()
+        self.queues.send_inputs(x, method=method)
+        result = self.take()
+        elapsed = time.perf_counter() - start
+        if result.data.input_bytes is not None or result.data.result_bytes is not None:
+            raise RuntimeError(f"{self.kind}: the tiny task went through the store")
+        return elapsed
+
     def raw_move(self, x: Array, y: Array) -> RawSample:
-        """Put + get of the input, then put + get of the result; then evict both (apart)."""
+        """Put + get of the input, then put + get of the result; then evict both (apart).
+
+        What a get returned is checked and dropped at once (the raw store keeps no cache), so
+        this process holds no more arrays than the colmena-fed path's thinker does.
+        """
         store = self.raw
         times: list[float] = []
         keys = []
-        got = []
         for obj in (x, y):
             start = time.perf_counter()
             key = store.put(obj)
             put = time.perf_counter()
-            got.append(store.get(key))
+            got = store.get(key)
             times += [put - start, time.perf_counter() - put]
             keys.append(key)
+            if not isinstance(got, np.ndarray) or got.shape != x.shape:
+                raise RuntimeError(f"{self.kind}: the raw store returned something else")
+            del got
         start = time.perf_counter()
         for key in keys:
             store.evict(key)
         evict = time.perf_counter() - start
-        if not all(isinstance(g, np.ndarray) and g.shape == x.shape for g in got):
-            raise RuntimeError(f"{self.kind}: the raw store returned something else")
         put_in, get_in, put_out, get_out = times
         return RawSample(put_in, get_in, put_out, get_out, evict)
 
-    def worker_memory(self) -> list[tuple[int, float]]:
-        """Pid and resident MB of the site's workers (two probes at once, one per worker)."""
-        for _ in range(2):
-            self.queues.send_inputs(0.5, method="worker_memory")
+    def worker_memory(self) -> list[tuple[int, float, int, float]]:
+        """Per worker: pid, resident MB, objects and MB in its ProxyStore cache."""
+        for _ in range(2):  # two probes at once: one per worker
+            self.queues.send_inputs(0.5, self.store_name, method="worker_memory")
         found = {}
         for _ in range(2):
-            pid, rss = self.take().value
-            found[pid] = rss
-        return sorted(found.items())
+            probe = self.take().value
+            found[probe[0]] = tuple(probe)
+        return sorted(found.values())
 
     def stop(self) -> None:
         """Stop the task server (its site's engine) and close the raw store."""
@@ -296,6 +327,7 @@ def measure(
     x = np.arange(n, dtype=np.float64)
     y = x + 1  # the raw "result": same size and dtype as what the method returns
     expected = expected_value(method, x)
+    tiny = np.arange(8, dtype=np.float64)
     samples = {c.kind: Samples() for c in contenders}
     for round_ in range(warmup + repeats):
         shift = round_ % len(contenders)
@@ -306,9 +338,11 @@ def measure(
             else:
                 raw = contender.raw_move(x, y)
                 fed = contender.fed(method, x, expected)
+            inline = contender.inline(method, tiny)
             if round_ >= warmup:
                 samples[contender.kind].fed.append(fed)
                 samples[contender.kind].raw.append(raw)
+                samples[contender.kind].inline.append(inline)
     return samples
 
 
@@ -323,16 +357,21 @@ def ms(seconds: float) -> str:
 def report(results: dict[int, dict[str, Samples]], repeats: dict[int, int]) -> dict[str, float]:
     """Print the tables; return the 100 MB ratio of each store (if 100 MB was measured)."""
     print()
-    print("times in ms, medians; raw = put+get(input) + put+get(result) = 2 x (put + get)")
     print(
-        f"{'store':6} {'size':>6} {'n':>2} {'colmena-fed':>11} {'raw':>9} {'ratio':>6}"
-        f" | {'raw put in':>10} {'get in':>9} {'put out':>9} {'get out':>9} {'evict x2':>9}"
+        "times in ms, medians; raw = put+get(input) + put+get(result) = 2 x (put + get); "
+        "ratio = median colmena-fed / median raw (paired: median of each round's ratio)"
+    )
+    print(
+        f"{'store':6} {'size':>6} {'n':>2} {'colmena-fed':>11} {'raw':>9} {'ratio':>6} "
+        f"{'paired':>6} | {'raw put in':>10} {'get in':>9} {'put out':>9} {'get out':>9} "
+        f"{'evict x2':>9}"
     )
     ratios: dict[str, float] = {}
     for size, by_store in results.items():
         for kind, samples in by_store.items():
             fed = med([s.total for s in samples.fed])
             raw = med([s.total for s in samples.raw])
+            paired = med([f.total / r.total for f, r in zip(samples.fed, samples.raw, strict=True)])
             if size == 100:
                 ratios[kind] = fed / raw
             parts = [
@@ -341,31 +380,51 @@ def report(results: dict[int, dict[str, Samples]], repeats: dict[int, int]) -> d
             ]
             print(
                 f"{kind:6} {size:>4}MB {repeats[size]:>2} {ms(fed):>11} {ms(raw)} "
-                f"{fed / raw:6.2f} | {ms(parts[0]):>10} " + " ".join(ms(p) for p in parts[1:])
+                f"{fed / raw:6.2f} {paired:6.2f} | {ms(parts[0]):>10} "
+                + " ".join(ms(p) for p in parts[1:])
             )
     print()
     print(
-        "colmena-fed breakdown in ms, medians (Result.data fields; run = the method's run_time; "
-        "other = total - data fields - run)"
+        "colmena-fed breakdown in ms, medians: the Result.data fields; run = the method's "
+        "run_time;\nother = total - data fields - run; inline = round trip of the same task on a "
+        "64-byte array (no store);\nvs data = total / the four data fields (colmena-fed over its "
+        "own store operations, which the raw ratio's noise does not touch)"
     )
     print(
         f"{'store':6} {'size':>6} {'total':>9} {'proxy_in':>9} {'resolve_in':>10} "
-        f"{'proxy_res':>9} {'resolve_res':>11} {'run':>9} {'other':>9}"
+        f"{'proxy_res':>9} {'resolve_res':>11} {'run':>9} {'other':>9} {'inline':>9} "
+        f"{'vs data':>7}"
     )
     for size, by_store in results.items():
         for kind, samples in by_store.items():
-            fed_samples = samples.fed
             values = [
-                med([getattr(s, name) for s in fed_samples])
-                for name in ("total", "proxy_inputs", "resolve_inputs", "proxy_result")
+                med([getattr(s, name) for s in samples.fed])
+                for name in (
+                    "total",
+                    "proxy_inputs",
+                    "resolve_inputs",
+                    "proxy_result",
+                    "resolve_result",
+                    "run_time",
+                    "other",
+                )
             ]
-            values.append(med([s.resolve_result for s in fed_samples]))
-            values.append(med([s.run_time for s in fed_samples]))
-            values.append(med([s.other for s in fed_samples]))
+            values.append(med(samples.inline))
+            vs_data = med([s.total / s.data for s in samples.fed])
+            widths = (9, 9, 10, 9, 11, 9, 9, 9)
             print(
-                f"{kind:6} {size:>4}MB {ms(values[0])} {ms(values[1])} {ms(values[2]):>10} "
-                f"{ms(values[3])} {ms(values[4]):>11} {ms(values[5])} {ms(values[6])}"
+                f"{kind:6} {size:>4}MB "
+                + " ".join(f"{ms(v):>{w}}" for v, w in zip(values, widths, strict=True))
+                + f" {vs_data:7.2f}"
             )
+    for size, by_store in results.items():
+        if size < 100:
+            continue
+        print()
+        print(f"samples at {size} MB, in measuring order (ms):")
+        for kind, samples in by_store.items():
+            print(f"  {kind:6} colmena-fed " + " ".join(ms(s.total) for s in samples.fed))
+            print(f"  {kind:6} raw         " + " ".join(ms(s.total) for s in samples.raw))
     return ratios
 
 
@@ -375,7 +434,7 @@ def main() -> None:
     )
     parser.add_argument("--method", default="add", choices=list(METHODS))
     parser.add_argument("--repeats", type=int, default=5, help="repeats at 1 and 10 MB")
-    parser.add_argument("--repeats-100", type=int, default=3, help="repeats at 100 MB")
+    parser.add_argument("--repeats-100", type=int, default=5, help="repeats at 100 MB")
     parser.add_argument("--warmup", type=int, default=1, help="discarded rounds per size")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES_MB), help="sizes in MB")
     parser.add_argument("--stores", nargs="+", default=list(STORE_KINDS), choices=STORE_KINDS)
@@ -395,7 +454,7 @@ def main() -> None:
     redis_server: RedisServer | None = None
     contenders: list[Contender] = []
     results: dict[int, dict[str, Samples]] = {}
-    memory: dict[str, list[tuple[int, float]]] = {}
+    memory: dict[str, list[tuple[int, float, int, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="colmena-fed-data-", dir=args.dir) as tmp:
         root = Path(tmp)
         try:
@@ -429,8 +488,12 @@ def main() -> None:
     print()
     for kind, workers in memory.items():
         print(
-            f"{kind} site workers after the run (resident MB): "
-            + ", ".join(f"pid {pid} {rss:.0f}" for pid, rss in workers)
+            f"{kind} site workers after the run: "
+            + "; ".join(
+                f"pid {pid} resident {rss:.0f} MB, {count} objects ({held:.0f} MB) held in its "
+                "ProxyStore cache"
+                for pid, rss, count, held in workers
+            )
         )
     if ratios:
         print("ratio at 100 MB: " + ", ".join(f"{k} {r:.3f}" for k, r in ratios.items()))

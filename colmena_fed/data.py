@@ -25,7 +25,7 @@ from proxystore.store.utils import get_key
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from colmena_fed.models import Result
-from colmena_fed.worker import SMALL_TYPES
+from colmena_fed.worker import small
 
 #: Globus Compute refuses a serialized result over 10 MiB, and its serializer inflates raw bytes
 #: ~1.35x: a result larger than this goes through a store whatever the threshold.
@@ -94,7 +94,8 @@ class DataPlane:
         self.reach = reach
         self.stores: dict[str, Store[Any]] = {}
         self._inputs: dict[str, list[tuple[Store[Any], Any]]] = {}
-        self._shared: dict[int, tuple[Store[Any], Any]] = {}
+        self._shared: dict[Any, Store[Any]] = {}
+        self._originals: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -120,25 +121,26 @@ class DataPlane:
         key = target.put(obj)
         proxy: Proxy[Any] = target.proxy_from_key(key)
         with self._lock:
-            self._shared[id(proxy)] = (target, key)
+            self._shared[key] = target
         return proxy
 
     def release(self, proxy: Proxy[Any]) -> None:
         """Evict an object put with `share` (tasks already sent with it must have ended)."""
+        key = get_key(proxy)
         with self._lock:
-            shared = self._shared.pop(id(proxy), None)
-        if shared is None:
+            store = self._shared.pop(key, None)
+        if store is None:
             raise ValueError("this proxy was not made by share(), or was released already")
-        store, key = shared
         store.evict(key)
 
     def close(self) -> None:
         """Evict what unfinished tasks and unreleased shares left, and disconnect."""
         with self._lock:
             left = [key for keys in self._inputs.values() for key in keys]
-            left += self._shared.values()
+            left += [(store, key) for key, store in self._shared.items()]
             self._inputs.clear()
             self._shared.clear()
+            self._originals.clear()
         for store, key in left:
             store.evict(key)
         for store in self.stores.values():
@@ -169,7 +171,7 @@ class DataPlane:
             if type(value) is Proxy:  # shared by the thinker: it travels as it is
                 used.add(_store_name(value))
                 return value
-            if isinstance(value, SMALL_TYPES) or getattr(value, "nbytes", threshold) < threshold:
+            if small(value, threshold):
                 return value
             data = store.serializer(value)
             if len(data) <= threshold:
@@ -185,16 +187,21 @@ class DataPlane:
         if used:
             task.stores = sorted(used)
         if keys:
+            with self._lock:
+                self._inputs[task.task_id] = keys
+                if task.keep_inputs:  # the record gets them back when the task ends
+                    self._originals[task.task_id] = (task.args, task.kwargs)
             task.args, task.kwargs = args, kwargs
             task.data.input_bytes = sizes
             task.data.proxy_inputs_s = time.perf_counter() - started
-            with self._lock:
-                self._inputs[task.task_id] = keys
 
     def evict_inputs(self, task: Result) -> None:
-        """The task ended for good: its input objects can go."""
+        """The task ended for good: its input objects can go (the record keeps the originals)."""
         with self._lock:
             keys = self._inputs.pop(task.task_id, [])
+            originals = self._originals.pop(task.task_id, None)
+        if originals is not None:
+            task.args, task.kwargs = originals
         for store, key in keys:
             store.evict(key)
 

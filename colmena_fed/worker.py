@@ -25,8 +25,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import dill
-from proxystore.proxy import Proxy, extract
-from proxystore.store import get_or_create_store
+from proxystore.proxy import Proxy, extract, get_factory
+from proxystore.store import get_or_create_store, get_store
+from proxystore.store.utils import get_key
 
 if TYPE_CHECKING:
     from colmena_fed.data import ResultPolicy
@@ -118,12 +119,15 @@ def run_packed(
     if method is None:
         method = _unpacked[key] = dill.loads(packed)
     resolve_s = None
-    if any(type(v) is Proxy for v in (*args, *kwargs.values())):
+    proxies = [v for v in (*args, *kwargs.values()) if type(v) is Proxy]
+    if proxies:
         started = time.perf_counter()
         args = tuple(_resolved(value) for value in args)
         kwargs = {name: _resolved(value) for name, value in kwargs.items()}
         resolve_s = time.perf_counter() - started
     report = run_method(method, *args, **kwargs)
+    for proxy in proxies:  # the store caches what it resolved: a worker must not hoard inputs
+        _forget(proxy)
     if resolve_s is not None or (results is not None and report[0]):
         report = _with_data(report, resolve_s, results)
     try:
@@ -136,6 +140,14 @@ def _resolved(value: Any) -> Any:
     return extract(value) if type(value) is Proxy else value
 
 
+def _forget(proxy: Proxy[Any]) -> None:
+    """Drop a resolved input from this worker's store cache."""
+    factory = get_factory(proxy)
+    store = get_store(getattr(factory, "store_config").name)  # noqa: B009 (a StoreFactory's)
+    if store is not None:
+        store.cache.evict(get_key(proxy))
+
+
 def _with_data(
     report: tuple[Any, ...], resolve_s: float | None, results: ResultPolicy | None
 ) -> tuple[Any, ...]:
@@ -143,7 +155,7 @@ def _with_data(
     fields = list(report)
     fields[-3] = resolve_s
     value = fields[1]
-    if results is not None and fields[0] and not isinstance(value, SMALL_TYPES):
+    if results is not None and fields[0] and not small(value, results.threshold):
         started = time.perf_counter()
         store = get_or_create_store(results.store)
         data = store.serializer(value)
@@ -157,6 +169,16 @@ def _with_data(
 SMALL_TYPES = (int, float, bool, complex, type(None))
 
 
+def small(value: Any, threshold: int) -> bool:
+    """Whether ``value`` is surely under ``threshold`` bytes, judged without serializing it."""
+    if isinstance(value, SMALL_TYPES):
+        return True
+    if isinstance(value, (bytes, bytearray, str)):
+        return len(value) < threshold // 4 if isinstance(value, str) else len(value) < threshold
+    size = getattr(value, "nbytes", None)
+    return isinstance(size, int) and size < threshold
+
+
 def pack_method(
     function: Callable[..., Any], name: str, results: ResultPolicy | None = None
 ) -> functools.partial[Any]:
@@ -164,7 +186,7 @@ def pack_method(
 
     ``results`` says how the site's workers send back results too large to travel inline.
     """
-    packed = dill.dumps(function)
+    packed = dill.dumps(function, recurse=True)  # a script's function takes its globals along
     key = f"{name}-{hashlib.sha256(packed).hexdigest()[:16]}"
     wrapper = functools.partial(run_packed, key, packed, results)
     wrapper.__name__ = name  # type: ignore[attr-defined]

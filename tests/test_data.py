@@ -83,6 +83,7 @@ def test_50_mb_in_and_out_through_a_store_leave_it_empty(
         assert result.success, result.failure
         assert type(result.value) is bytes
         assert result.value == payload[::-1]
+        assert result.args == (payload,)  # the record keeps the input itself, not a dead proxy
         data = result.data
         assert data.input_bytes is not None
         assert data.input_bytes > 50 * MB

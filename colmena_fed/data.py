@@ -18,14 +18,14 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from proxystore.connectors.file import FileConnector
 from proxystore.connectors.redis import RedisConnector
-from proxystore.proxy import Proxy, extract, get_factory
+from proxystore.proxy import Proxy, extract
 from proxystore.store import Store
 from proxystore.store.config import StoreConfig
 from proxystore.store.utils import get_key
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from colmena_fed.models import Result
-from colmena_fed.worker import small
+from colmena_fed.worker import small, store_name
 
 #: Globus Compute refuses a serialized result over 10 MiB, and its serializer inflates raw bytes
 #: ~1.35x: a result larger than this goes through a store whatever the threshold.
@@ -169,7 +169,7 @@ class DataPlane:
         def maybe_proxy(value: Any) -> Any:
             nonlocal sizes
             if type(value) is Proxy:  # shared by the thinker: it travels as it is
-                used.add(_store_name(value))
+                used.add(store_name(value))
                 return value
             if small(value, threshold):
                 return value
@@ -218,11 +218,6 @@ class DataPlane:
             task.fail("system", type(exc).__name__, f"cannot resolve the result proxy: {exc}")
             return
         task.data.resolve_result_s = time.perf_counter() - started
-        store = self.stores.get(_store_name(value))
+        store = self.stores.get(store_name(value))
         if store is not None:
             store.evict(get_key(value))
-
-
-def _store_name(proxy: Proxy[Any]) -> str:
-    factory = get_factory(proxy)
-    return str(getattr(factory, "store_config").name)  # noqa: B009 (a StoreFactory's)

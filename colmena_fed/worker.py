@@ -140,10 +140,15 @@ def _resolved(value: Any) -> Any:
     return extract(value) if type(value) is Proxy else value
 
 
+def store_name(proxy: Proxy[Any]) -> str:
+    """The name of the store a proxy's object lives in."""
+    factory = get_factory(proxy)
+    return str(getattr(factory, "store_config").name)  # noqa: B009 (a StoreFactory's)
+
+
 def _forget(proxy: Proxy[Any]) -> None:
     """Drop a resolved input from this worker's store cache."""
-    factory = get_factory(proxy)
-    store = get_store(getattr(factory, "store_config").name)  # noqa: B009 (a StoreFactory's)
+    store = get_store(store_name(proxy))
     if store is not None:
         store.cache.evict(get_key(proxy))
 

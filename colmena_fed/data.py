@@ -69,6 +69,13 @@ class DataConfig(BaseModel):
     topic_thresholds: dict[str, PositiveInt] = Field(
         default_factory=dict, description="Thresholds for the inputs of given topics."
     )
+    locality: bool = Field(
+        default=False,
+        description=(
+            "Among sites otherwise equal for a task, prefer one whose own store (the first in "
+            "its 'stores' list) holds the task's inputs."
+        ),
+    )
     stores: dict[str, StoreSpec] = Field(
         default_factory=dict,
         description=(
@@ -96,6 +103,7 @@ class DataPlane:
         self._inputs: dict[str, list[tuple[Store[Any], Any]]] = {}
         self._shared: dict[Any, Store[Any]] = {}
         self._originals: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self._results: dict[str, Proxy[Any]] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -138,9 +146,13 @@ class DataPlane:
         with self._lock:
             left = [key for keys in self._inputs.values() for key in keys]
             left += [(store, key) for key, store in self._shared.items()]
+            results = list(self._results.values())
             self._inputs.clear()
             self._shared.clear()
             self._originals.clear()
+            self._results.clear()
+        for proxy in results:  # results the thinker never took
+            self.discard(proxy)
         for store, key in left:
             store.evict(key)
         for store in self.stores.values():
@@ -205,11 +217,26 @@ class DataPlane:
         for store, key in keys:
             store.evict(key)
 
+    def note_result(self, task: Result) -> None:
+        """Remember a proxied result that reached the thinker side, until it is delivered."""
+        if type(task.value) is Proxy:
+            with self._lock:
+                self._results[task.task_id] = task.value
+
+    def discard(self, value: Any) -> None:
+        """Evict the object behind a proxied result nobody will take (e.g. a late outcome)."""
+        if type(value) is Proxy:
+            store = self.stores.get(store_name(value))
+            if store is not None:
+                store.evict(get_key(value))
+
     def resolve_result(self, task: Result) -> None:
         """Turn a proxied result into its object (on delivery), then evict it from its store."""
         value = task.value
         if type(value) is not Proxy:
             return
+        with self._lock:
+            self._results.pop(task.task_id, None)
         started = time.perf_counter()
         try:
             task.value = extract(value)

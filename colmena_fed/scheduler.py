@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from colmena_fed.models import Result
@@ -61,9 +61,11 @@ class Scheduler:
         self,
         capacities: Mapping[str, Mapping[str, int]],
         policy: Policy | None = None,
+        *,
         prefetch: Mapping[str, int] | None = None,
         observations: Observations | None = None,
-        reach: Mapping[str, Iterable[str]] | None = None,
+        reach: Mapping[str, Sequence[str]] | None = None,
+        locality: bool = False,
     ) -> None:
         """Schedule over sites given as ``{site: {slot kind: slots}}``.
 
@@ -72,11 +74,15 @@ class Scheduler:
             policy: Placement policy; `Availability` if None.
             prefetch: Tasks a site may hold beyond its live worker count, per site.
             observations: What the policy learns from; shared with ``policy``.
-            reach: The data stores each site can read; a task whose inputs sit in stores
-                (``task.stores``) runs only on sites that reach all of them.
+            reach: The data stores each site can read, its own first; a task whose inputs sit
+                in stores (``task.stores``) runs only on sites that reach all of them.
+            locality: Among otherwise equal sites, prefer one whose own store holds the task's
+                inputs.
         """
         prefetch = prefetch or {}
         self.reach = {name: frozenset(stores) for name, stores in (reach or {}).items()}
+        self._home = {name: stores[0] for name, stores in (reach or {}).items() if stores}
+        self.locality = locality
         self.observations = observations or Observations()
         self.policy: Policy = policy or Availability(self.observations)
         self.sites = {
@@ -155,7 +161,7 @@ class Scheduler:
                 ended.append(older.task)
         slot, allowed = task.slot or "", self._allowed(task)
         if not self._waiting.get(slot):  # nothing older waits for this kind: place it now
-            sites = self._online(slot, allowed)
+            sites = self._near_first(task, self._online(slot, allowed))
             choice = self.policy.choose(task, sites, 0) if _any_free(sites, slot) else None
             if choice is not None:
                 return Step([self._take(task, *choice)], ended)
@@ -311,7 +317,7 @@ class Scheduler:
                     head = queue[0][1]
             if head is None:
                 break
-            sites = self._online(slot, head.key[1])
+            sites = self._near_first(head.task, self._online(slot, head.key[1]))
             if head.task.attempts:
                 sites = _untried_first(head.task, sites, slot)
             choice = self.policy.choose(head.task, sites, self._waiting[slot] - 1)
@@ -326,6 +332,15 @@ class Scheduler:
                 room.discard(site.name)
         self._forget_empty(slot)
         return placed
+
+    def _near_first(self, task: Result, sites: list[SiteState]) -> list[SiteState]:
+        """With locality on, the sites whose own store holds the task's inputs, first.
+
+        Policies break ties in list order, so among equals the site near the data wins.
+        """
+        if not (self.locality and task.stores):
+            return sites
+        return sorted(sites, key=lambda site: self._home.get(site.name) not in task.stores)
 
     def _online(self, slot: str, allowed: frozenset[str] | None) -> list[SiteState]:
         offering = self._offering[slot]

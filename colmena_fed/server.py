@@ -84,6 +84,7 @@ class TaskServer:
             {name: site.resources for name, site in sites.sites.items()},
             prefetch={name: site.prefetch for name, site in sites.sites.items()},
             reach=sites.reach(),
+            locality=sites.data.locality,
         )
         #: The stores that carry large inputs and results; None without a 'data:' section.
         self.data = DataPlane(sites.data, sites.reach()) if sites.data.stores else None
@@ -320,6 +321,8 @@ class TaskServer:
         with self._lock:
             if self._in_flight.get(task.task_id) is not task or len(task.attempts) != attempt:
                 logger.info("late outcome of task %s (attempt %d) ignored", task.task_id, attempt)
+                if self.data is not None and not isinstance(outcome, SiteError):
+                    self.data.discard(outcome.value)
                 return
             del self._in_flight[task.task_id]
             task.timestamps.received = received
@@ -342,6 +345,8 @@ class TaskServer:
                     task.fail(outcome.kind, outcome.code, outcome.message)
             else:
                 _record(task, outcome)
+                if self.data is not None:
+                    self.data.note_result(task)
                 counts.done += task.success is True
                 counts.failed += task.success is False
                 counts.by_method[task.method] = counts.by_method.get(task.method, 0) + 1

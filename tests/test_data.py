@@ -141,13 +141,15 @@ def test_a_store_name_a_site_cannot_know_is_refused(tmp_path: Path) -> None:
         )
 
 
-def test_an_object_shared_by_many_tasks_is_put_once_and_released(tmp_path: Path) -> None:
+def test_shared_objects_are_put_once_and_untaken_results_do_not_outlive_the_server(
+    tmp_path: Path,
+) -> None:
     config = SitesConfig.from_dict(
         {"sites": {"hpc": site()}, "data": {"stores": stores("file", tmp_path, 0)}}
     )
     queues = TaskQueues()
     store_dir = tmp_path / "store"
-    with TaskServer(queues, config, [size], run_dir=tmp_path / "run") as server:
+    with TaskServer(queues, config, [size, reverse], run_dir=tmp_path / "run") as server:
         assert server.data is not None
         model = server.data.share(b"m" * (5 * MB))
         for _ in range(3):
@@ -161,3 +163,8 @@ def test_an_object_shared_by_many_tasks_is_put_once_and_released(tmp_path: Path)
         assert not any(store_dir.iterdir())
         with pytest.raises(ValueError, match="released already"):
             server.data.release(model)
+        queues.send_inputs(b"r" * (2 * MB), method="reverse")
+        while server.counts["hpc"].done < 4:  # the result came back, and nobody takes it
+            time.sleep(0.05)
+        assert any(store_dir.iterdir())
+    assert not any(store_dir.iterdir())

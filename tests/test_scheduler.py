@@ -286,3 +286,21 @@ def test_a_retry_goes_back_to_its_site_when_every_other_one_is_offline() -> None
     retried.attempts.append(Attempt(site="a", dispatched=0.0, reason="WorkerLost"))
     placed, _ = scheduler.requeue(retried, now=1.0)
     assert [p.site for p in placed] == ["a"]
+
+
+def test_a_task_with_stored_inputs_runs_only_where_the_store_is_reachable() -> None:
+    reach = {"a": ["nfs"], "b": ["cache"], "c": ["cache", "nfs"]}
+    scheduler = Scheduler({"a": {"cpu": 2}, "b": {"cpu": 9}, "c": {"cpu": 1}}, reach=reach)
+    stored = [task(stores=["nfs"]) for _ in range(4)]
+    assert placed_sites(scheduler, stored) == ["a", "a", "c", None]  # b has room, not the data
+    with pytest.raises(PlacementError, match="store\\(s\\) nfs, which no site offering"):
+        scheduler.check(task(site="b", stores=["nfs"]))
+
+
+def test_locality_sends_a_task_to_the_site_whose_own_store_holds_its_inputs() -> None:
+    reach = {"far": ["cache", "nfs"], "near": ["nfs"]}
+    for locality, expected in ((False, "far"), (True, "near")):
+        scheduler = Scheduler(
+            {"far": {"cpu": 2}, "near": {"cpu": 2}}, reach=reach, locality=locality
+        )
+        assert placed_sites(scheduler, [task(stores=["nfs"])]) == [expected]

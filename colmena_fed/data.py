@@ -15,7 +15,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
+from uuid import UUID
 
+from proxystore.connectors.endpoint import EndpointConnector
 from proxystore.connectors.file import FileConnector
 from proxystore.connectors.redis import RedisConnector
 from proxystore.proxy import Proxy, extract
@@ -51,10 +53,34 @@ class RedisStoreSpec(BaseModel):
     port: PositiveInt = Field(default=6379, description="Port of the Redis server.")
 
 
-StoreSpec = Annotated[FileStoreSpec | RedisStoreSpec, Field(discriminator="kind")]
+class EndpointStoreSpec(BaseModel):
+    """ProxyStore endpoints, peer to peer through a relay (ProxyStore's EndpointConnector).
+
+    Each machine runs a ``proxystore-endpoint``; a process uses the one on its own machine,
+    which fetches objects from the others through the relay.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["endpoint"] = Field(description="'endpoint': ProxyStore endpoints.")
+    endpoints: list[UUID] = Field(
+        min_length=1, description="UUIDs of the ProxyStore endpoints that make up the store."
+    )
+    proxystore_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Where the endpoints' configurations are ($PROXYSTORE_HOME); None: ProxyStore's "
+            "default."
+        ),
+    )
+
+
+StoreSpec = Annotated[
+    FileStoreSpec | RedisStoreSpec | EndpointStoreSpec, Field(discriminator="kind")
+]
 
 #: The store kinds a sites YAML may name.
-STORE_KINDS = ("file", "redis")
+STORE_KINDS = ("file", "redis", "endpoint")
 
 
 class DataConfig(BaseModel):
@@ -109,10 +135,14 @@ class DataPlane:
     def start(self) -> None:
         """Connect to every store."""
         for name, spec in self.config.stores.items():
+            connector: Any
             if isinstance(spec, FileStoreSpec):
-                connector: Any = FileConnector(str(spec.path), clear=False)
-            else:
+                connector = FileConnector(str(spec.path), clear=False)
+            elif isinstance(spec, RedisStoreSpec):
                 connector = RedisConnector(spec.hostname, spec.port)
+            else:
+                home = None if spec.proxystore_dir is None else str(spec.proxystore_dir)
+                connector = EndpointConnector([str(u) for u in spec.endpoints], home)
             self.stores[name] = Store(name, connector, register=True)
 
     def share(self, obj: Any, store: str | None = None) -> Proxy[Any]:

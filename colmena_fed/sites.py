@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from colmena_fed.data import STORE_KINDS, DataConfig, FileStoreSpec
+from colmena_fed.data import STORE_KINDS, DataConfig, EndpointStoreSpec, FileStoreSpec
 from colmena_fed.errors import ConfigError
 
 #: Globus Compute's limit on status requests: 20 per 10 s per client.
@@ -306,6 +306,8 @@ class SitesConfig(BaseModel):
         for spec in config.data.stores.values():
             if isinstance(spec, FileStoreSpec):
                 spec.path = (base / spec.path.expanduser()).resolve()
+            elif isinstance(spec, EndpointStoreSpec) and spec.proxystore_dir is not None:
+                spec.proxystore_dir = (base / spec.proxystore_dir.expanduser()).resolve()
         for name, site in config.sites.items():
             if site.local is None:
                 continue

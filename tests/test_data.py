@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,9 +52,56 @@ def redis_port() -> Iterator[int]:
     server.wait(timeout=30)
 
 
-def stores(kind: str, tmp_path: Path, redis_port: int) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def proxystore_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A ProxyStore relay and one endpoint registered with it, relay auth off, on 127.0.0.1.
+
+    Yields the store spec of the sites YAML for it.
+    """
+    home = tmp_path_factory.mktemp("proxystore-home")
+    env = {**os.environ, "PROXYSTORE_HOME": str(home)}
+    bin_dir = Path(sys.executable).parent
+    relay_port, endpoint_port = free_port(), free_port()
+    logs = open(home / "processes.log", "w")  # noqa: SIM115 (closed at teardown)
+    relay = subprocess.Popen(
+        [bin_dir / "proxystore-relay", "--host", "127.0.0.1", "--port", str(relay_port)],
+        stdout=logs,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    configure = [str(bin_dir / "proxystore-endpoint"), "configure", "ep1", "--host", "127.0.0.1"]
+    configure += ["--port", str(endpoint_port), "--relay-address", f"ws://127.0.0.1:{relay_port}"]
+    subprocess.run([*configure, "--no-relay-auth"], check=True, env=env, capture_output=True)
+    uuid = re.search(r'^uuid = "(.+)"', (home / "ep1" / "config.toml").read_text(), re.M)
+    assert uuid is not None
+    endpoint = subprocess.Popen(
+        [bin_dir / "proxystore-endpoint", "start", "ep1", "--no-detach"],
+        stdout=logs,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    spec = {"kind": "endpoint", "endpoints": [uuid.group(1)], "proxystore_dir": str(home)}
+    for _ in range(200):
+        try:
+            with socket.create_connection(("127.0.0.1", endpoint_port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.05)
+    yield spec
+    for process in (endpoint, relay):
+        process.terminate()
+        process.wait(timeout=30)
+    logs.close()
+
+
+def stores(
+    kind: str, tmp_path: Path, redis_port: int, endpoint: dict[str, Any] | None = None
+) -> dict[str, Any]:
     if kind == "file":
         return {"files": {"kind": "file", "path": str(tmp_path / "store")}}
+    if kind == "endpoint":
+        assert endpoint is not None
+        return {"peers": endpoint}
     return {"cache": {"kind": "redis", "port": redis_port}}
 
 
@@ -65,15 +115,14 @@ def take(queues: TaskQueues) -> Result:
     return result
 
 
-@pytest.mark.parametrize("kind", ["file", "redis"])
+@pytest.mark.parametrize("kind", ["file", "redis", "endpoint"])
 def test_50_mb_in_and_out_through_a_store_leave_it_empty(
-    kind: str, tmp_path: Path, redis_port: int
+    kind: str, tmp_path: Path, redis_port: int, request: pytest.FixtureRequest
 ) -> None:
+    endpoint = request.getfixturevalue("proxystore_endpoint") if kind == "endpoint" else None
+    spec = stores(kind, tmp_path, redis_port, endpoint)
     config = SitesConfig.from_dict(
-        {
-            "sites": {"hpc": site()},
-            "data": {"threshold_bytes": MB, "stores": stores(kind, tmp_path, redis_port)},
-        }
+        {"sites": {"hpc": site()}, "data": {"threshold_bytes": MB, "stores": spec}}
     )
     queues = TaskQueues()
     payload = bytes(range(256)) * (50 * MB // 256 + 1)  # just over 50 MB
@@ -95,8 +144,9 @@ def test_50_mb_in_and_out_through_a_store_leave_it_empty(
         assert result.stores == [next(iter(config.data.stores))]
     if kind == "file":
         assert not any((tmp_path / "store").iterdir())
-    else:
+    elif kind == "redis":
         assert redis.Redis(port=redis_port).dbsize() == 0
+    # An endpoint lists no keys; the file and redis cases check that eviction empties a store.
 
 
 def test_large_inputs_run_only_where_their_store_is_reachable(

@@ -10,6 +10,7 @@ put is gone from the stores when its task server stops.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -19,12 +20,13 @@ from uuid import UUID
 
 from proxystore.connectors.endpoint import EndpointConnector
 from proxystore.connectors.file import FileConnector
+from proxystore.connectors.multi import MultiConnector, Policy
 from proxystore.connectors.redis import RedisConnector
 from proxystore.proxy import Proxy, extract
 from proxystore.store import Store
 from proxystore.store.config import StoreConfig
 from proxystore.store.utils import get_key
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
 from colmena_fed.models import Result
 from colmena_fed.worker import small, store_name
@@ -75,12 +77,39 @@ class EndpointStoreSpec(BaseModel):
     )
 
 
-StoreSpec = Annotated[
-    FileStoreSpec | RedisStoreSpec | EndpointStoreSpec, Field(discriminator="kind")
-]
+class MultiMember(BaseModel):
+    """One store of a `multi` store, and which objects it takes (ProxyStore's ``Policy``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store: str = Field(description="Name of another store under 'data: stores:'.")
+    priority: int = Field(default=0, description="Higher wins when several stores qualify.")
+    min_size_bytes: NonNegativeInt = Field(default=0, description="Smallest object it takes.")
+    max_size_bytes: PositiveInt | None = Field(
+        default=None, description="Largest object it takes; None: no limit."
+    )
+    host_pattern: list[str] | None = Field(
+        default=None, description="Regular expressions of the host names it may be used on."
+    )
+
+
+class MultiStoreSpec(BaseModel):
+    """Several stores behind one, each object going to the first that qualifies (MultiConnector).
+
+    For example small objects to Redis and large ones to a shared file system.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["multi"] = Field(description="'multi': a store made of other stores.")
+    members: list[MultiMember] = Field(min_length=1, description="The stores and their policies.")
+
+
+AnyStoreSpec = FileStoreSpec | RedisStoreSpec | EndpointStoreSpec | MultiStoreSpec
+StoreSpec = Annotated[AnyStoreSpec, Field(discriminator="kind")]
 
 #: The store kinds a sites YAML may name.
-STORE_KINDS = ("file", "redis", "endpoint")
+STORE_KINDS = ("file", "redis", "endpoint", "multi")
 
 
 class DataConfig(BaseModel):
@@ -110,6 +139,20 @@ class DataConfig(BaseModel):
         ),
     )
 
+    @model_validator(mode="after")
+    def _members_exist(self) -> DataConfig:
+        for name, spec in self.stores.items():
+            if not isinstance(spec, MultiStoreSpec):
+                continue
+            for member in spec.members:
+                other = self.stores.get(member.store)
+                if other is None or isinstance(other, MultiStoreSpec):
+                    raise ValueError(
+                        f"data store {name!r}: member {member.store!r} must name a file, redis "
+                        f"or endpoint store under 'data: stores:'"
+                    )
+        return self
+
 
 class ResultPolicy(NamedTuple):
     """What a worker needs to proxy a large result: the store, and from what size."""
@@ -135,15 +178,27 @@ class DataPlane:
     def start(self) -> None:
         """Connect to every store."""
         for name, spec in self.config.stores.items():
-            connector: Any
-            if isinstance(spec, FileStoreSpec):
-                connector = FileConnector(str(spec.path), clear=False)
-            elif isinstance(spec, RedisStoreSpec):
-                connector = RedisConnector(spec.hostname, spec.port)
-            else:
-                home = None if spec.proxystore_dir is None else str(spec.proxystore_dir)
-                connector = EndpointConnector([str(u) for u in spec.endpoints], home)
-            self.stores[name] = Store(name, connector, register=True)
+            self.stores[name] = Store(name, self._connector(spec), register=True)
+
+    def _connector(self, spec: AnyStoreSpec) -> Any:
+        """A new ProxyStore connector for ``spec``."""
+        if isinstance(spec, FileStoreSpec):
+            return FileConnector(str(spec.path), clear=False)
+        if isinstance(spec, RedisStoreSpec):
+            return RedisConnector(spec.hostname, spec.port)
+        if isinstance(spec, EndpointStoreSpec):
+            home = None if spec.proxystore_dir is None else str(spec.proxystore_dir)
+            return EndpointConnector([str(u) for u in spec.endpoints], home)
+        members = {}
+        for member in spec.members:
+            policy = Policy(
+                priority=member.priority,
+                min_size_bytes=member.min_size_bytes,
+                max_size_bytes=member.max_size_bytes or sys.maxsize,
+                host_pattern=member.host_pattern,
+            )
+            members[member.store] = (self._connector(self.config.stores[member.store]), policy)
+        return MultiConnector(members)
 
     def share(self, obj: Any, store: str | None = None) -> Proxy[Any]:
         """Put ``obj`` once (e.g. a model) and return a proxy any number of tasks can take.

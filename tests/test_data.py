@@ -19,6 +19,7 @@ from conftest import ENDPOINTS
 from sample_methods import reverse, size
 
 from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
+from colmena_fed.data import DataConfig, DataPlane
 
 MB = 1_000_000
 
@@ -218,3 +219,46 @@ def test_shared_objects_are_put_once_and_untaken_results_do_not_outlive_the_serv
             time.sleep(0.05)
         assert any(store_dir.iterdir())
     assert not any(store_dir.iterdir())
+
+
+def test_a_multi_store_puts_small_objects_in_one_member_and_large_in_another(
+    tmp_path: Path, redis_port: int
+) -> None:
+    config = DataConfig.model_validate(
+        {
+            "threshold_bytes": 100_000,
+            "stores": {
+                "tiered": {
+                    "kind": "multi",
+                    "members": [
+                        {"store": "cache", "max_size_bytes": MB, "priority": 1},
+                        {"store": "files"},
+                    ],
+                },
+                **stores("file", tmp_path, 0),
+                **stores("redis", tmp_path, redis_port),
+            },
+        }
+    )
+    data = DataPlane(config, {"hpc": ["tiered"]})
+    data.start()
+    cache = redis.Redis(port=redis_port)
+    store_dir = tmp_path / "store"
+    try:
+        task = Result(method="m", args=(b"s" * 200_000, b"l" * (2 * MB), 7))
+        data.proxy_inputs(task)
+        assert task.stores == ["tiered"]
+        assert cache.dbsize() == 1
+        assert len([p for p in store_dir.iterdir() if p.suffix != ".ready"]) == 1
+        data.evict_inputs(task)
+        assert task.args == (b"s" * 200_000, b"l" * (2 * MB), 7)
+        assert cache.dbsize() == 0
+        assert not any(store_dir.iterdir())
+    finally:
+        data.close()
+
+
+def test_a_multi_store_member_must_be_another_plain_store() -> None:
+    spec = {"kind": "multi", "members": [{"store": "nowhere"}]}
+    with pytest.raises(ValueError, match="member 'nowhere' must name a file, redis or endpoint"):
+        DataConfig.model_validate({"stores": {"tiered": spec}})

@@ -19,7 +19,7 @@ from colmena_fed.data import DataPlane
 from colmena_fed.errors import SiteError
 from colmena_fed.methods import Method, MethodLike, as_methods
 from colmena_fed.models import Attempt, FailureInfo, Result, WorkerInfo
-from colmena_fed.policies import make_policy
+from colmena_fed.policies import Observations, make_policy
 from colmena_fed.queues import TaskQueues
 from colmena_fed.scheduler import Placement, PlacementError, Scheduler, Step
 from colmena_fed.sites import SitesConfig
@@ -80,17 +80,18 @@ class TaskServer:
         }
         self.run_dir = Path(run_dir) if run_dir else None
         settings = sites.scheduler
+        reach = sites.reach()
+        observations = Observations()
         self.scheduler = Scheduler(
             {name: site.resources for name, site in sites.sites.items()},
+            make_policy(settings.policy, observations, settings.static),
             prefetch={name: site.prefetch for name, site in sites.sites.items()},
-            reach=sites.reach(),
+            observations=observations,
+            reach=reach,
             locality=sites.data.locality,
         )
         #: The stores that carry large inputs and results; None without a 'data:' section.
-        self.data = DataPlane(sites.data, sites.reach()) if sites.data.stores else None
-        self.scheduler.policy = make_policy(
-            settings.policy, self.scheduler.observations, settings.static
-        )
+        self.data = DataPlane(sites.data, reach) if sites.data.stores else None
         sites.check_methods({name: method.slot for name, method in self.methods.items()})
         self.counts = {name: SiteCounts() for name in self.backends}
         self._lock = threading.Lock()

@@ -178,8 +178,10 @@ def small(value: Any, threshold: int) -> bool:
     """Whether ``value`` is surely under ``threshold`` bytes, judged without serializing it."""
     if isinstance(value, SMALL_TYPES):
         return True
-    if isinstance(value, (bytes, bytearray, str)):
-        return len(value) < threshold // 4 if isinstance(value, str) else len(value) < threshold
+    if isinstance(value, str):  # at most 4 bytes a character once encoded
+        return 4 * len(value) < threshold
+    if isinstance(value, (bytes, bytearray)):
+        return len(value) < threshold
     size = getattr(value, "nbytes", None)
     return isinstance(size, int) and size < threshold
 

@@ -45,6 +45,14 @@ def finished(site: str, method: str, run: float, dispatched: float = 0.0) -> Res
     return done
 
 
+def run_times(**seconds: float) -> Observations:
+    """Observations of method 'm' having run the given seconds on each named site."""
+    learned = Observations()
+    for site, run in seconds.items():
+        learned.learn(finished(site, "m", run))
+    return learned
+
+
 def test_availability_picks_most_free_slots_and_ties_go_to_the_first_site() -> None:
     scheduler = Scheduler({"a": {"cpu": 2}, "b": {"cpu": 3}})
     assert placed_sites(scheduler, [task(), task()]) == ["b", "a"]
@@ -181,9 +189,7 @@ def sites(*states: SiteState) -> list[SiteState]:
 
 
 def test_fastest_waits_for_a_busy_fast_site_rather_than_run_slowly() -> None:
-    learned = Observations()
-    learned.learn(finished("fast", "m", 1.0))
-    learned.learn(finished("slow", "m", 10.0))
+    learned = run_times(fast=1.0, slow=10.0)
     fast = SiteState("fast", {"cpu": 2}, in_flight={"cpu": 2}, total_in_flight=2)
     slow = SiteState("slow", {"cpu": 2})
     assert Fastest(learned).choose(task(), sites(fast, slow), 0) is None
@@ -195,9 +201,7 @@ def test_fastest_waits_for_a_busy_fast_site_rather_than_run_slowly() -> None:
 
 
 def test_fastest_uses_a_slow_site_when_the_fast_one_is_swamped() -> None:
-    learned = Observations()
-    learned.learn(finished("fast", "m", 1.0))
-    learned.learn(finished("slow", "m", 2.0))
+    learned = run_times(fast=1.0, slow=2.0)
     fast = SiteState("fast", {"cpu": 1}, in_flight={"cpu": 5}, total_in_flight=5)
     slow = SiteState("slow", {"cpu": 1})
     choice = Fastest(learned).choose(task(), sites(fast, slow), 0)
@@ -247,9 +251,7 @@ def test_unplaceable_tasks_are_named(slot: str, site: str | None, expected: str)
 
 
 def test_fastest_spreads_a_long_queue_over_slow_sites_too() -> None:
-    learned = Observations()
-    learned.learn(finished("fast", "m", 1.0))
-    learned.learn(finished("slow", "m", 3.0))
+    learned = run_times(fast=1.0, slow=3.0)
     fast = SiteState("fast", {"cpu": 2}, in_flight={"cpu": 2}, total_in_flight=2)
     slow = SiteState("slow", {"cpu": 2})
     assert Fastest(learned).choose(task(), sites(fast, slow), waiting=0) is None

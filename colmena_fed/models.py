@@ -162,6 +162,13 @@ class Result(BaseModel):
     keep_inputs: bool = Field(
         default=True, description="Keep the inputs on the record after the task ends."
     )
+    keep_result: bool = Field(
+        default=False,
+        description=(
+            "Deliver a result that came back through a data store as its proxy, and keep its "
+            "object in the store (for later tasks) until the thinker releases it."
+        ),
+    )
     value: Any = Field(default=None, description="What the method returned (None on failure).")
     success: bool | None = Field(
         default=None,

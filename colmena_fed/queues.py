@@ -108,6 +108,7 @@ class TaskQueues:
         input_kwargs: Mapping[str, Any] | None = None,
         resources: ResourcesLike = None,
         keep_inputs: bool = True,
+        keep_result: bool = False,
         task_info: Mapping[str, Any] | None = None,
         site: str | None = None,
         max_wait: float | None = None,
@@ -125,6 +126,9 @@ class TaskQueues:
             resources: Slot kind (``"gpu"``), a mapping or a `ResourceRequest` narrowing
                 where the task may run.
             keep_inputs: Keep the inputs on the result record.
+            keep_result: If the result comes back through a data store, deliver it as its
+                proxy and keep the object there until ``server.data.release(result.value)``
+                (e.g. a model that later tasks take as an input, without a round trip).
             task_info: Free-form data returned untouched on the result.
             site: Run only on this site.
             max_wait: Seconds the task may wait to be dispatched; after that it ends as a
@@ -143,6 +147,8 @@ class TaskQueues:
             fields["kwargs"] = dict(input_kwargs)
         if not keep_inputs:
             fields["keep_inputs"] = False
+        if keep_result:
+            fields["keep_result"] = True
         if resources is not None or site is not None:
             fields["resources"] = as_resource_request(resources, site)
         if task_info:

@@ -20,8 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from colmena_fed.data import STORE_KINDS, DataConfig, EndpointStoreSpec, FileStoreSpec
 from colmena_fed.errors import ConfigError
+from colmena_fed.stores import STORE_KINDS, DataConfig, EndpointStoreSpec, FileStoreSpec
 
 #: Globus Compute's limit on status requests: 20 per 10 s per client.
 GLOBUS_STATUS_RATE = 2.0

@@ -6,20 +6,26 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from uuid import uuid4
 
 import pytest
 import redis
+import yaml
 from conftest import ENDPOINTS
+from proxystore.proxy import Proxy
 from sample_methods import reverse, size
 
 from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
-from colmena_fed.data import DataConfig, DataPlane
+from colmena_fed.data import DataPlane
+from colmena_fed.errors import ConfigError
+from colmena_fed.stores import DataConfig
 
 MB = 1_000_000
 
@@ -53,56 +59,86 @@ def redis_port() -> Iterator[int]:
     server.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def proxystore_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A ProxyStore relay and one endpoint registered with it, relay auth off, on 127.0.0.1.
+class Peers(NamedTuple):
+    """Two ProxyStore endpoints, each in its own ProxyStore home as if on its own machine."""
 
-    Yields the store spec of the sites YAML for it.
+    spec: dict[str, Any]
+    thinker_home: Path
+    site_home: Path
+
+    def stored(self, *homes: Path) -> int:
+        """Objects held by the endpoints of ``homes`` (default both; they persist to SQLite)."""
+        count = 0
+        for home in homes or (self.thinker_home, self.site_home):
+            for database in home.glob("*/blobs.db"):
+                with sqlite3.connect(database) as db:
+                    count += db.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
+        return count
+
+
+@pytest.fixture(scope="module")
+def proxystore_peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
+    """A ProxyStore relay and two endpoints registered with it, relay auth off, on 127.0.0.1.
+
+    The thinker's process finds one endpoint (``thinker_home``), a site's workers the other
+    (``site_home``), so every object crosses from peer to peer through the relay.
     """
-    home = tmp_path_factory.mktemp("proxystore-home")
-    env = {**os.environ, "PROXYSTORE_HOME": str(home)}
     bin_dir = Path(sys.executable).parent
-    relay_port, endpoint_port = free_port(), free_port()
-    logs = open(home / "processes.log", "w")  # noqa: SIM115 (closed at teardown)
-    relay = subprocess.Popen(
-        [bin_dir / "proxystore-relay", "--host", "127.0.0.1", "--port", str(relay_port)],
-        stdout=logs,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    configure = [str(bin_dir / "proxystore-endpoint"), "configure", "ep1", "--host", "127.0.0.1"]
-    configure += ["--port", str(endpoint_port), "--relay-address", f"ws://127.0.0.1:{relay_port}"]
-    subprocess.run([*configure, "--no-relay-auth"], check=True, env=env, capture_output=True)
-    uuid = re.search(r'^uuid = "(.+)"', (home / "ep1" / "config.toml").read_text(), re.M)
-    assert uuid is not None
-    endpoint = subprocess.Popen(
-        [bin_dir / "proxystore-endpoint", "start", "ep1", "--no-detach"],
-        stdout=logs,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    spec = {"kind": "endpoint", "endpoints": [uuid.group(1)], "proxystore_dir": str(home)}
-    for _ in range(200):
-        try:
-            with socket.create_connection(("127.0.0.1", endpoint_port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.05)
-    yield spec
-    for process in (endpoint, relay):
+    relay_port = free_port()
+    logs = open(tmp_path_factory.mktemp("logs") / "proxystore.log", "w")  # noqa: SIM115
+    processes = [
+        subprocess.Popen(
+            [bin_dir / "proxystore-relay", "--host", "127.0.0.1", "--port", str(relay_port)],
+            stdout=logs,
+            stderr=subprocess.STDOUT,
+        )
+    ]
+    uuids, homes = [], []
+    for name in ("thinker-ep", "site-ep"):
+        home = tmp_path_factory.mktemp(name)
+        env = {**os.environ, "PROXYSTORE_HOME": str(home)}
+        port = free_port()
+        configure = [str(bin_dir / "proxystore-endpoint"), "configure", name, "--persist"]
+        configure += ["--host", "127.0.0.1", "--port", str(port), "--no-relay-auth"]
+        configure += ["--relay-address", f"ws://127.0.0.1:{relay_port}"]
+        subprocess.run(configure, check=True, env=env, capture_output=True)
+        found = re.search(r'^uuid = "(.+)"', (home / name / "config.toml").read_text(), re.M)
+        assert found is not None
+        processes.append(
+            subprocess.Popen(
+                [bin_dir / "proxystore-endpoint", "start", name, "--no-detach"],
+                stdout=logs,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        uuids.append(found.group(1))
+        homes.append(home)
+    yield Peers({"kind": "endpoint", "endpoints": uuids}, homes[0], homes[1])
+    for process in reversed(processes):
         process.terminate()
         process.wait(timeout=30)
     logs.close()
 
 
-def stores(
-    kind: str, tmp_path: Path, redis_port: int, endpoint: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def site_home_endpoint_yaml(peers: Peers, tmp_path: Path) -> Path:
+    """local-cpu.yaml whose workers find the site's ProxyStore endpoint, not the thinker's."""
+    config = yaml.safe_load((ENDPOINTS / "local-cpu.yaml").read_text())
+    config["engine"]["provider"]["worker_init"] = f"export PROXYSTORE_HOME={peers.site_home}"
+    path = tmp_path / "site-cpu.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def stores(kind: str, tmp_path: Path, redis_port: int) -> dict[str, Any]:
     if kind == "file":
         return {"files": {"kind": "file", "path": str(tmp_path / "store")}}
-    if kind == "endpoint":
-        assert endpoint is not None
-        return {"peers": endpoint}
     return {"cache": {"kind": "redis", "port": redis_port}}
 
 
@@ -118,12 +154,22 @@ def take(queues: TaskQueues) -> Result:
 
 @pytest.mark.parametrize("kind", ["file", "redis", "endpoint"])
 def test_50_mb_in_and_out_through_a_store_leave_it_empty(
-    kind: str, tmp_path: Path, redis_port: int, request: pytest.FixtureRequest
+    kind: str,
+    tmp_path: Path,
+    redis_port: int,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    endpoint = request.getfixturevalue("proxystore_endpoint") if kind == "endpoint" else None
-    spec = stores(kind, tmp_path, redis_port, endpoint)
+    hpc = site()
+    if kind == "endpoint":
+        peers: Peers = request.getfixturevalue("proxystore_peers")
+        monkeypatch.setenv("PROXYSTORE_HOME", str(peers.thinker_home))
+        hpc["local"] = str(site_home_endpoint_yaml(peers, tmp_path))
+        spec = {"peers": peers.spec}
+    else:
+        spec = stores(kind, tmp_path, redis_port)
     config = SitesConfig.from_dict(
-        {"sites": {"hpc": site()}, "data": {"threshold_bytes": MB, "stores": spec}}
+        {"sites": {"hpc": hpc}, "data": {"threshold_bytes": MB, "stores": spec}}
     )
     queues = TaskQueues()
     payload = bytes(range(256)) * (50 * MB // 256 + 1)  # just over 50 MB
@@ -147,7 +193,41 @@ def test_50_mb_in_and_out_through_a_store_leave_it_empty(
         assert not any((tmp_path / "store").iterdir())
     elif kind == "redis":
         assert redis.Redis(port=redis_port).dbsize() == 0
-    # An endpoint lists no keys; the file and redis cases check that eviction empties a store.
+    else:
+        assert peers.stored() == 0
+
+
+def test_a_kept_result_stays_at_the_site_endpoint_until_released_and_feeds_later_tasks(
+    tmp_path: Path, proxystore_peers: Peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peers = proxystore_peers
+    monkeypatch.setenv("PROXYSTORE_HOME", str(peers.thinker_home))
+    config = SitesConfig.from_dict(
+        {
+            "sites": {"hpc": site(local=str(site_home_endpoint_yaml(peers, tmp_path)))},
+            "data": {"threshold_bytes": MB, "stores": {"peers": peers.spec}},
+        }
+    )
+    queues = TaskQueues()
+    payload = b"k" * (3 * MB)
+    with TaskServer(queues, config, [reverse, size], run_dir=tmp_path / "run") as server:
+        assert server.data is not None
+        queues.send_inputs(payload, method="reverse", keep_result=True)
+        kept = take(queues)
+        assert kept.success, kept.failure
+        assert type(kept.value) is Proxy
+        assert kept.data.resolve_result_s is None  # delivered unresolved
+        # The worker put the result through the site's endpoint; the thinker's input is gone.
+        assert peers.stored(peers.site_home) == 1
+        assert peers.stored(peers.thinker_home) == 0
+        queues.send_inputs(kept.value, method="size")
+        reused = take(queues)
+        assert reused.value == 3 * MB
+        assert reused.stores == ["peers"]
+        assert peers.stored(peers.site_home) == 1  # still there for more tasks
+        assert kept.value == payload[::-1]  # resolved on the thinker, from the other peer
+        server.data.release(kept.value)
+        assert peers.stored() == 0
 
 
 def test_large_inputs_run_only_where_their_store_is_reachable(
@@ -221,18 +301,17 @@ def test_shared_objects_are_put_once_and_untaken_results_do_not_outlive_the_serv
     assert not any(store_dir.iterdir())
 
 
-def test_a_multi_store_puts_small_objects_in_one_member_and_large_in_another(
-    tmp_path: Path, redis_port: int
-) -> None:
+def test_a_multi_store_steers_objects_by_size_and_by_tags(tmp_path: Path, redis_port: int) -> None:
     config = DataConfig.model_validate(
         {
             "threshold_bytes": 100_000,
+            "topic_tags": {"models": ["model"]},
             "stores": {
                 "tiered": {
                     "kind": "multi",
                     "members": [
                         {"store": "cache", "max_size_bytes": MB, "priority": 1},
-                        {"store": "files"},
+                        {"store": "files", "tags": ["model"]},
                     ],
                 },
                 **stores("file", tmp_path, 0),
@@ -244,21 +323,52 @@ def test_a_multi_store_puts_small_objects_in_one_member_and_large_in_another(
     data.start()
     cache = redis.Redis(port=redis_port)
     store_dir = tmp_path / "store"
+
+    def files() -> int:
+        return len([p for p in store_dir.iterdir() if p.suffix != ".ready"])
+
     try:
         task = Result(method="m", args=(b"s" * 200_000, b"l" * (2 * MB), 7))
         data.proxy_inputs(task)
         assert task.stores == ["tiered"]
-        assert cache.dbsize() == 1
-        assert len([p for p in store_dir.iterdir() if p.suffix != ".ready"]) == 1
+        assert (cache.dbsize(), files()) == (1, 1)
         data.evict_inputs(task)
         assert task.args == (b"s" * 200_000, b"l" * (2 * MB), 7)
-        assert cache.dbsize() == 0
+        assert (cache.dbsize(), files()) == (0, 0)
+        # A small object with the tag 'model' goes where that tag is accepted, not by size.
+        tagged = Result(method="m", topic="models", args=(b"w" * 200_000,))
+        data.proxy_inputs(tagged)
+        assert (cache.dbsize(), files()) == (0, 1)
+        data.evict_inputs(tagged)
+        model = data.share(b"w" * 200_000, tags=["model"])
+        assert (cache.dbsize(), files()) == (0, 1)
+        data.release(model)
         assert not any(store_dir.iterdir())
     finally:
         data.close()
 
 
+def test_a_globus_store_needs_two_collections_and_a_globus_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection = {"endpoint_path": "/proxystore", "local_path": str(tmp_path), "host_regex": ".*"}
+    spec: dict[str, Any] = {"kind": "globus", "collections": [{"uuid": str(uuid4()), **collection}]}
+    with pytest.raises(ConfigError, match="data store 'transfer', field 'collections': List"):
+        SitesConfig.from_dict({"sites": {"hpc": site()}, "data": {"stores": {"transfer": spec}}})
+    spec["collections"].append({"uuid": str(uuid4()), **collection})
+    config = SitesConfig.from_dict(
+        {"sites": {"hpc": site()}, "data": {"stores": {"transfer": spec}}}
+    )
+    monkeypatch.setenv("PROXYSTORE_HOME", str(tmp_path / "no-login"))
+    monkeypatch.delenv("PROXYSTORE_GLOBUS_CLIENT_ID", raising=False)
+    monkeypatch.delenv("PROXYSTORE_GLOBUS_CLIENT_SECRET", raising=False)
+    queues = TaskQueues()
+    server = TaskServer(queues, config, [size], run_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"store 'transfer' \(globus\): this machine has no"):
+        server.start()
+
+
 def test_a_multi_store_member_must_be_another_plain_store() -> None:
     spec = {"kind": "multi", "members": [{"store": "nowhere"}]}
-    with pytest.raises(ValueError, match="member 'nowhere' must name a file, redis or endpoint"):
+    with pytest.raises(ValueError, match="member 'nowhere' must name a file, redis, endpoint or"):
         DataConfig.model_validate({"stores": {"tiered": spec}})

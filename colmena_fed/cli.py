@@ -20,6 +20,7 @@ from colmena_fed.methods import MethodLike
 from colmena_fed.queues import TaskQueues
 from colmena_fed.server import TaskServer
 from colmena_fed.sites import SitesConfig
+from colmena_fed.testbed.cli import testbed
 from colmena_fed.thinker import BaseThinker
 
 Factory = Callable[[TaskQueues], tuple[BaseThinker, Iterable[MethodLike]]]
@@ -157,3 +158,6 @@ def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
         console.print(f"interrupted: unfinished tasks were ended; logs in {run_dir}")
         sys.exit(130)
     console.print(f"campaign finished; logs in {run_dir}")
+
+
+main.add_command(testbed)

@@ -25,6 +25,20 @@ class ResourceRequest(BaseModel):
     site: str | None = Field(
         default=None, description="Run only on this site (a name from the sites YAML)."
     )
+    specification: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Globus Compute resource specification for this task (e.g. {num_nodes: 2}), "
+            "merged over its site's 'resource_specification'."
+        ),
+    )
+    endpoint_config: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Variables for a multi-user endpoint's config template for this task, merged over "
+            "its site's 'user_endpoint_config' (`globus` sites)."
+        ),
+    )
 
 
 #: The request of a task that needs only its method's slot kind (shared: requests are frozen).

@@ -14,6 +14,7 @@ from types import TracebackType
 
 from colmena_fed import clock
 from colmena_fed.backends import Outcome, SiteBackend, SiteStatus, make_backend
+from colmena_fed.backends.globus import make_client
 from colmena_fed.backends.sim import SimWorld
 from colmena_fed.data import DataPlane
 from colmena_fed.errors import SiteError
@@ -75,8 +76,10 @@ class TaskServer:
         self.methods: dict[str, Method] = as_methods(methods)
         #: The virtual world of a simulated federation (all sites `sim`); None otherwise.
         self.world = SimWorld(sites.sim) if sites.simulated else None
+        # One Globus Compute client for all globus sites, made when the first one starts.
+        client = functools.cache(functools.partial(make_client, sites.globus))
         self.backends: dict[str, SiteBackend] = {
-            name: make_backend(name, site, self.world) for name, site in sites.sites.items()
+            name: make_backend(name, site, self.world, client) for name, site in sites.sites.items()
         }
         self.run_dir = Path(run_dir) if run_dir else None
         settings = sites.scheduler
@@ -311,7 +314,7 @@ class TaskServer:
             on_done = functools.partial(self._on_done, task, attempt)
             try:
                 backend = self.backends[site]
-                backend.submit(task.task_id, task.method, task.args, task.kwargs, on_done)
+                backend.submit(task, on_done)
             except Exception as exc:  # a backend bug must not lose the task
                 logger.exception("site %r failed to take task %s", site, task.task_id)
                 on_done(SiteError(site, type(exc).__name__, f"the site refused the task: {exc}"))

@@ -109,6 +109,20 @@ class SiteConfig(BaseModel):
         default_factory=dict,
         description="Variables for a multi-user endpoint's config template (`globus` sites).",
     )
+    resource_specification: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Globus Compute resource specification sent with every task (`globus` sites), "
+            "e.g. {num_nodes: 2, ranks_per_node: 4} for an MPI engine."
+        ),
+    )
+    batch_size: PositiveInt = Field(
+        default=128,
+        description=(
+            "Most tasks per submission to Globus Compute (`globus` sites); a submission, "
+            "batch included, must stay under 10 MB."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_backend(self) -> SiteConfig:
@@ -196,6 +210,21 @@ class SimConfig(BaseModel):
     )
 
 
+class GlobusConfig(BaseModel):
+    """How `globus` sites reach the Globus Compute service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: Literal["cloud", "testbed"] = Field(
+        default="cloud",
+        description=(
+            "'cloud': the Globus Compute service, with your Globus login (or "
+            "GLOBUS_COMPUTE_CLIENT_ID/GLOBUS_COMPUTE_CLIENT_SECRET); 'testbed': the local "
+            "stand-in started by 'colmena-fed testbed up', without authentication."
+        ),
+    )
+
+
 class SitesConfig(BaseModel):
     """The whole sites YAML: the federation a task server drives."""
 
@@ -210,6 +239,9 @@ class SitesConfig(BaseModel):
     )
     data: DataConfig = Field(
         default_factory=DataConfig, description="ProxyStore stores for large inputs and results."
+    )
+    globus: GlobusConfig = Field(
+        default_factory=GlobusConfig, description="How `globus` sites reach Globus Compute."
     )
     source: Path | None = Field(
         default=None, exclude=True, description="File this configuration was read from."

@@ -23,6 +23,6 @@ stamp=.venv/.colmena-fed-installed
 wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[examples,dev]"
+    .venv/bin/python -m pip install --quiet -e ".[examples,dev,testbed]"
     echo "$wanted" > "$stamp"
 fi

@@ -3,13 +3,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# The data-plane tests start their own redis-server (on 127.0.0.1, a free port).
-if ! command -v redis-server >/dev/null; then
+# The data-plane tests start their own redis-server, and the testbed its own RabbitMQ node
+# (both on 127.0.0.1); only Debian's packages are needed, not their system services.
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null; then
         sudo_if_needed=$([ "$(id -u)" -eq 0 ] || echo sudo)
-        $sudo_if_needed apt-get update -qq && $sudo_if_needed apt-get install -y -qq redis-server >/dev/null
+        # Should the packages start system services, those use the default ports, not ours.
+        $sudo_if_needed apt-get update -qq
+        $sudo_if_needed apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "redis-server is needed by the tests; install it (e.g. apt-get install redis-server)" >&2
+        echo "the tests need ${missing[*]}; install them (e.g. apt-get install ${missing[*]})" >&2
         exit 1
     fi
 fi

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
+import psutil
 import pytest
 from sample_methods import accelerator, add, blob, die, double, fail, nap
 
@@ -16,23 +22,90 @@ ENDPOINTS = REPO / "endpoints"
 TOPICS = ["simulate", "train", "other"]
 
 
-def federation_config(cpu_slots: int = 2, gpu_slots: int = 1) -> SitesConfig:
-    """The two local sites of examples/sites.yaml, with the given slots."""
-    return SitesConfig.from_dict(
-        {
-            "sites": {
-                "cpu-site": {
-                    "local": str(ENDPOINTS / "local-cpu.yaml"),
-                    "resources": {"cpu": cpu_slots},
-                },
-                "gpu-site": {
-                    "local": str(ENDPOINTS / "local-gpu.yaml"),
-                    "resources": {"gpu": gpu_slots},
-                },
-            },
-            "scheduler": {"status_period": 0.5},
+def federation_config(
+    cpu_slots: int = 2, gpu_slots: int = 1, testbed: RunningTestbed | None = None
+) -> SitesConfig:
+    """The two sites of examples/sites.yaml, with the given slots.
+
+    Without ``testbed`` they are `local` sites; with it, `globus` sites: the same endpoint
+    YAMLs run as endpoint daemons behind the testbed's stand-in Globus Compute service.
+    """
+    yamls = {"cpu-site": "local-cpu", "gpu-site": "local-gpu"}
+    slots = {"cpu-site": {"cpu": cpu_slots}, "gpu-site": {"gpu": gpu_slots}}
+    if testbed is None:
+        sites = {
+            name: {"local": str(ENDPOINTS / f"{stem}.yaml"), "resources": slots[name]}
+            for name, stem in yamls.items()
         }
+        return SitesConfig.from_dict({"sites": sites, "scheduler": {"status_period": 0.5}})
+    sites = {
+        name: {"endpoint": testbed.endpoints[stem], "resources": slots[name]}
+        for name, stem in yamls.items()
+    }
+    return SitesConfig.from_dict(
+        {"sites": sites, "scheduler": {"status_period": 1}, "globus": {"service": "testbed"}}
     )
+
+
+class RunningTestbed(NamedTuple):
+    """A testbed started with ``colmena-fed testbed up``: its directory and state file."""
+
+    directory: Path
+    state: dict[str, Any]
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """Endpoint UUID by endpoint name."""
+        return {name: e["endpoint_id"] for name, e in self.state["endpoints"].items()}
+
+    def current(self) -> dict[str, Any]:
+        """The state file now (process ids change when the testbed restarts a part)."""
+        state: dict[str, Any] = json.loads((self.directory / "testbed.json").read_text())
+        return state
+
+
+def colmena_fed(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``colmena-fed`` command of this venv."""
+    command = [str(Path(sys.executable).parent / "colmena-fed"), *args]
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+
+
+def _ours(process: psutil.Process, directory: Path, sessions: set[int]) -> bool:
+    """Whether ``process`` belongs to the testbed in ``directory`` (or its endpoints)."""
+    try:
+        command = " ".join(process.info["cmdline"] or [])
+        return os.getsid(process.pid) in sessions or str(directory) in command
+    except (OSError, psutil.Error):
+        return False
+
+
+@pytest.fixture(scope="session")
+def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTestbed]:
+    """The local Globus Compute stand-in, local-cpu.yaml and local-gpu.yaml as its endpoints.
+
+    Started and stopped with the command line, as a user would; stopping must leave no process.
+    """
+    directory = tmp_path_factory.mktemp("testbed")
+    yamls = [str(ENDPOINTS / "local-cpu.yaml"), str(ENDPOINTS / "local-gpu.yaml")]
+    up = colmena_fed(
+        "testbed",
+        "up",
+        "--dir",
+        str(directory),
+        "--pythonpath",
+        str(REPO / "tests"),
+        "--endpoints",
+        *yamls,
+    )
+    assert up.returncode == 0, up.stderr + up.stdout
+    state = json.loads((directory / "testbed.json").read_text())
+    yield RunningTestbed(directory, state)
+    restarted = json.loads((directory / "testbed.json").read_text())  # new pids after restarts
+    down = colmena_fed("testbed", "down", "--dir", str(directory))
+    assert down.returncode == 0, down.stderr
+    sessions = {e["pid"] for s in (state, restarted) for e in s["endpoints"].values()}
+    left = [p for p in psutil.process_iter(["cmdline"]) if _ours(p, directory, sessions)]
+    assert not left, f"testbed processes left behind: {left}"
 
 
 METHODS: list[MethodLike] = [
@@ -47,13 +120,16 @@ METHODS: list[MethodLike] = [
 ]
 
 
-@pytest.fixture(scope="session")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaskServer]:
-    """One task server over a CPU site (2 slots) and a GPU site (1 slot), started once."""
+@pytest.fixture(scope="session", params=["local", "globus"])
+def federation(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TaskServer]:
+    """One task server over a CPU site (2 slots) and a GPU site (1 slot), started once per
+    backend: `local` sites, then `globus` sites through the testbed."""
     queues = TaskQueues(topics=TOPICS)
-    server = TaskServer(
-        queues, federation_config(), METHODS, run_dir=tmp_path_factory.mktemp("federation")
-    )
+    bed = request.getfixturevalue("testbed") if request.param == "globus" else None
+    config = federation_config(testbed=bed)
+    server = TaskServer(queues, config, METHODS, run_dir=tmp_path_factory.mktemp("federation"))
     with server:
         queues.send_inputs(0, method="double", topic="other")
         queues.send_inputs(method="accelerator", topic="other")

@@ -6,29 +6,52 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
-from conftest import ENDPOINTS
+import pytest
+from conftest import ENDPOINTS, RunningTestbed
 from sample_methods import double, nap
 
 from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
+from colmena_fed.testbed.daemon import kill_session
 
 
-def two_sites(slots: int = 2) -> SitesConfig:
-    site = {"local": str(ENDPOINTS / "local-cpu.yaml"), "resources": {"cpu": slots}}
+def two_sites(testbed: RunningTestbed | None) -> SitesConfig:
+    """Two sites offering 'cpu' slots: local ones, or the testbed's two endpoints."""
+    if testbed is None:
+        site = {"local": str(ENDPOINTS / "local-cpu.yaml"), "resources": {"cpu": 2}}
+        return SitesConfig.from_dict(
+            {"sites": {"east": site, "west": site}, "scheduler": {"status_period": 0.5}}
+        )
+    east = {"endpoint": testbed.endpoints["local-gpu"], "resources": {"cpu": 1}}
+    west = {"endpoint": testbed.endpoints["local-cpu"], "resources": {"cpu": 2}}
     return SitesConfig.from_dict(
-        {"sites": {"east": site, "west": site}, "scheduler": {"status_period": 0.5}}
+        {
+            "sites": {"east": east, "west": west},
+            "scheduler": {"status_period": 1},
+            "globus": {"service": "testbed"},
+        }
     )
 
 
-def interchange_of(server: TaskServer, site: str) -> psutil.Process:
-    """The interchange process of a local site's engine."""
-    engine = server.backends[site]._engine  # type: ignore[attr-defined]
-    pid = engine.executor.interchange_proc.pid
-    return psutil.Process(pid)
+def crash(server: TaskServer, site: str, testbed: RunningTestbed | None) -> None:
+    """Kill a site as a node crash would.
+
+    A local site loses its interchange; a globus site its endpoint daemon with everything it
+    started (the testbed then restarts the daemon, empty-handed).
+    """
+    if testbed is None:
+        engine = server.backends[site]._engine  # type: ignore[attr-defined]
+        psutil.Process(engine.executor.interchange_proc.pid).kill()
+    else:
+        kill_session(testbed.current()["endpoints"]["local-cpu"]["pid"])
 
 
-def test_a_site_dying_mid_run_loses_no_task_and_delivers_each_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["local", "globus"])
+def test_a_site_dying_mid_run_loses_no_task_and_delivers_each_once(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    testbed = request.getfixturevalue("testbed") if backend == "globus" else None
     queues = TaskQueues()
-    server = TaskServer(queues, two_sites(), [nap], run_dir=tmp_path)
+    server = TaskServer(queues, two_sites(testbed), [nap], run_dir=tmp_path)
     with server:
         sent = [queues.send_inputs(0.2, method="nap") for _ in range(200)]
         results: list[Result] = []
@@ -37,7 +60,7 @@ def test_a_site_dying_mid_run_loses_no_task_and_delivers_each_once(tmp_path: Pat
             assert result is not None
             results.append(result)
         assert server.counts["west"].running > 0
-        interchange_of(server, "west").kill()
+        crash(server, "west", testbed)
         while len(results) < len(sent):
             result = queues.get_result(timeout=120)
             assert result is not None, f"{len(results)} of {len(sent)} results arrived"
@@ -54,7 +77,8 @@ def test_a_site_dying_mid_run_loses_no_task_and_delivers_each_once(tmp_path: Pat
         assert result.attempts[0].site == "west"
         assert result.attempts[0].reason is not None
         assert result.attempts[-1].reason is None
-    assert not server.snapshot()[0]["west"].status.online
+    if testbed is None:
+        assert not server.snapshot()[0]["west"].status.online
 
 
 def test_a_task_not_dispatched_within_max_wait_expires(tmp_path: Path) -> None:

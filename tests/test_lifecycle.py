@@ -36,21 +36,6 @@ def one_site(endpoint_yaml: Path, slots: int = 1) -> SitesConfig:
     )
 
 
-def test_globus_site_is_refused_with_the_site_named() -> None:
-    config = SitesConfig.from_dict(
-        {
-            "sites": {
-                "polaris": {
-                    "endpoint": "5c9d8e1a-1111-2222-3333-444455556666",
-                    "resources": {"gpu": 4},
-                }
-            }
-        }
-    )
-    with pytest.raises(ConfigError, match="site 'polaris': the 'globus' backend"):
-        TaskServer(TaskQueues(), config, [double])
-
-
 def test_duplicate_method_names_are_refused() -> None:
     config = one_site(ENDPOINTS / "local-cpu.yaml")
     with pytest.raises(ValueError, match="two methods are named 'double'"):

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from colmena_fed import clock
-from colmena_fed.errors import ConfigError, SiteError
+from colmena_fed.errors import SiteError
 from colmena_fed.methods import Method
+from colmena_fed.models import Result
 from colmena_fed.sites import SiteConfig
 from colmena_fed.worker import WorkerReport
 
 if TYPE_CHECKING:
+    from globus_compute_sdk import Client
+
     from colmena_fed.backends.sim import SimWorld
 
 #: What a backend hands back for one task: the worker's report, or why the site failed it.
@@ -61,14 +64,7 @@ class SiteBackend(Protocol):
     def register(self, method: Method, function: Callable[..., Any]) -> None:
         """Make ``function`` (``method`` wrapped by `pack_method`) callable on the site."""
 
-    def submit(
-        self,
-        task_id: str,
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        on_done: OutcomeCallback,
-    ) -> None:
+    def submit(self, task: Result, on_done: OutcomeCallback) -> None:
         """Send one task; ``on_done`` is called exactly once, from any thread."""
 
     def status(self) -> SiteStatus:
@@ -78,8 +74,23 @@ class SiteBackend(Protocol):
         """Stop what `start` started; leaves no worker process behind."""
 
 
-def make_backend(name: str, config: SiteConfig, world: SimWorld | None = None) -> SiteBackend:
-    """The backend that serves ``config``; a `sim` site joins ``world``."""
+def last_line(text: str) -> str:
+    """The most telling line of a remote traceback: its last one with words in it."""
+    lines = [line.strip() for line in str(text).splitlines() if any(c.isalnum() for c in line)]
+    return lines[-1] if lines else "unknown error"
+
+
+def make_backend(
+    name: str,
+    config: SiteConfig,
+    world: SimWorld | None = None,
+    client: Callable[[], Client] | None = None,
+) -> SiteBackend:
+    """The backend that serves ``config``.
+
+    A `sim` site joins ``world``; a `globus` site uses the Globus Compute client that ``client``
+    gives (one per task server).
+    """
     if config.local is not None:
         from colmena_fed.backends.local import LocalBackend
 
@@ -89,7 +100,7 @@ def make_backend(name: str, config: SiteConfig, world: SimWorld | None = None) -
 
         assert world is not None, "a sim site needs the SimWorld of its federation"
         return SimBackend(name, config.sim, world)
-    raise ConfigError(
-        f"site {name!r}: the 'globus' backend (endpoint: {config.endpoint}) is not available in "
-        "this version; run the endpoint's YAML in-process with 'local: <endpoint YAML>'"
-    )
+    from colmena_fed.backends.globus import GlobusBackend
+
+    assert client is not None, "a globus site needs the task server's client"
+    return GlobusBackend(name, config, client)

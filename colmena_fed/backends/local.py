@@ -9,7 +9,7 @@ exactly as they would from the cloud to a real endpoint.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +19,7 @@ from globus_compute_common.messagepack.message_types import Task
 from globus_compute_endpoint.engines.base import GCFuture, GlobusComputeEngineBase
 from globus_compute_sdk.serialize import ComputeSerializer
 
-from colmena_fed.backends import OutcomeCallback, SiteStatus, StatusCallback
+from colmena_fed.backends import OutcomeCallback, SiteStatus, StatusCallback, last_line
 from colmena_fed.backends.engine import (
     StatusReader,
     abandon,
@@ -30,6 +30,7 @@ from colmena_fed.backends.engine import (
 )
 from colmena_fed.errors import ConfigError, SiteError
 from colmena_fed.methods import Method
+from colmena_fed.models import Result
 from colmena_fed.worker import WorkerReport, read_report
 
 #: Globus Compute's limit on one submission (a whole batch included).
@@ -83,15 +84,9 @@ class LocalBackend:
         """Serialize ``function`` once; every task of ``method`` reuses the buffer."""
         self._functions[method.name] = self._serializer.serialize(function)
 
-    def submit(
-        self,
-        task_id: str,
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        on_done: OutcomeCallback,
-    ) -> None:
+    def submit(self, task: Result, on_done: OutcomeCallback) -> None:
         """Pack the task as Globus Compute does and hand it to the engine."""
+        task_id, method, args, kwargs = task.task_id, task.method, task.args, task.kwargs
         if self._engine is None:
             on_done(SiteError(self.name, "NotStarted", "the site's engine is not running"))
             return
@@ -122,7 +117,8 @@ class LocalBackend:
         future = GCFuture(gc_task_id)
         future.add_done_callback(lambda f: on_done(self._outcome(f)))
         try:
-            self._engine.submit(future, packed, resource_specification={})
+            spec = task.resources.specification or {}
+            self._engine.submit(future, packed, resource_specification=spec)
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
@@ -135,7 +131,7 @@ class LocalBackend:
         assert isinstance(message, GCResult)
         if message.error_details is not None:
             code = message.error_details.code
-            text = _last_line(message.data)
+            text = last_line(message.data)
             if code == "MaxResultSizeExceeded":
                 text += (
                     "; configure a data store ('data: stores:' in the sites YAML, reachable "
@@ -194,9 +190,3 @@ class LocalBackend:
             self._abandoned = True
             message = f"the site's interchange exited with code {exit_code}"
             abandon(engine, SiteError(self.name, "InterchangeExited", message))
-
-
-def _last_line(text: str) -> str:
-    """The most telling line of a remote traceback: its last one with words in it."""
-    lines = [line.strip() for line in text.splitlines() if any(c.isalnum() for c in line)]
-    return lines[-1] if lines else "unknown error"

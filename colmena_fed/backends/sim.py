@@ -22,13 +22,14 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from colmena_fed import clock
 from colmena_fed.backends import OutcomeCallback, SiteStatus, StatusCallback
 from colmena_fed.methods import Method
+from colmena_fed.models import Result
 from colmena_fed.sites import LoadModel, SimConfig, SimSiteConfig
 from colmena_fed.worker import WorkerReport
 
@@ -165,15 +166,9 @@ class SimBackend:
         """Note the slot kind ``method`` runs on (the function itself never runs)."""
         self._slots[method.name] = method.slot
 
-    def submit(
-        self,
-        task_id: str,
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        on_done: OutcomeCallback,
-    ) -> None:
+    def submit(self, task: Result, on_done: OutcomeCallback) -> None:
         """The task reaches the site after half the round trip, then waits for a worker."""
+        task_id, method = task.task_id, task.method
         slot = self._slots.get(method, "")
         if slot not in self.config.workers:
             slot = next(iter(self.config.workers))

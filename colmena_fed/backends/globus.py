@@ -1,0 +1,246 @@
+"""The ``globus`` backend: a Globus Compute endpoint reached through the Globus Compute SDK.
+
+Each site submits through its own ``globus_compute_sdk.Executor`` (functions registered once
+per run, tasks batched, one task group per run) and reads its endpoint's status with
+``Client.get_endpoint_status``. The task server polls that within Globus Compute's rate limit.
+
+The SDK's Executor stops for good after a failed submission (an HTTP error, an expired login,
+a batch over the size limit) and cancels whatever it still held. The site then builds a new one
+and reuses the function ids. The tasks hit come back as site failures, so the scheduler retries
+them or fails them by its rules, and none is lost.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
+from pathlib import Path
+from typing import Any
+
+import globus_sdk
+from globus_compute_sdk import Client, Executor
+from globus_compute_sdk.errors import TaskExecutionFailed
+from globus_compute_sdk.sdk.auth.globus_app import get_globus_app
+from globus_compute_sdk.serialize import ComputeSerializer
+
+from colmena_fed.backends import OutcomeCallback, SiteStatus, StatusCallback, last_line
+from colmena_fed.errors import ConfigError, SiteError
+from colmena_fed.methods import Method
+from colmena_fed.models import Result
+from colmena_fed.sites import GlobusConfig, SiteConfig
+from colmena_fed.worker import WorkerReport, read_report, small
+
+#: Globus Compute's limit on one submission (a whole batch included).
+PAYLOAD_LIMIT_BYTES = 10 * 2**20
+
+#: HTTP statuses that mean the service itself is unwell (worth a retry elsewhere or later).
+_SERVICE_UNWELL = frozenset({500, 502, 503, 504})
+
+
+def make_client(config: GlobusConfig) -> Client:
+    """A Globus Compute client for the service ``config`` names.
+
+    ``cloud`` uses the user's existing Globus login, or a service account from
+    ``GLOBUS_COMPUTE_CLIENT_ID``/``GLOBUS_COMPUTE_CLIENT_SECRET``; it refuses to start an
+    interactive login from inside a campaign. ``testbed`` talks to the local stand-in without
+    authentication.
+    """
+    if config.service == "testbed":
+        return Client(
+            local_compute_services=True,
+            authorizer=globus_sdk.NullAuthorizer(),
+            do_version_check=False,
+        )
+    try:
+        app = get_globus_app()
+    except ValueError as exc:  # one of the two service-account variables only
+        raise ConfigError(f"globus: {exc}") from exc
+    client = Client(app=app, do_version_check=False)
+    if isinstance(app, globus_sdk.UserApp) and app.login_required():
+        raise ConfigError(
+            "globus: not logged in to Globus Compute on this machine; run "
+            "'globus-compute-endpoint login' once, or set GLOBUS_COMPUTE_CLIENT_ID and "
+            "GLOBUS_COMPUTE_CLIENT_SECRET for a service account"
+        )
+    return client
+
+
+class GlobusBackend:
+    """A site that is a Globus Compute endpoint, reached through the Globus Compute service."""
+
+    polled = True
+
+    def __init__(self, name: str, config: SiteConfig, client: Callable[[], Client]) -> None:
+        """Prepare the site ``name``; ``client`` gives the client shared by the run's sites."""
+        assert config.endpoint is not None
+        self.name = name
+        self.endpoint_id = str(config.endpoint)
+        self.config = config
+        self._client_factory = client
+        self._client: Client | None = None
+        self._executor: Executor | None = None
+        self._function_ids: dict[str, str] = {}
+        self._functions: dict[str, Callable[..., Any]] = {}
+        self._batch_size = config.batch_size
+        self._started: float | None = None  # the endpoint's start time, from its status
+        self._lock = threading.Lock()
+
+    def start(self, run_dir: Path, on_status: StatusCallback) -> None:
+        """Connect to the service; the endpoint's state is read by polling `status`."""
+        self._client = self._client_factory()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._executor = self._new_executor()
+
+    def _new_executor(self) -> Executor:
+        """An Executor for this site, knowing the functions already registered."""
+        executor = Executor(
+            endpoint_id=self.endpoint_id,
+            client=self._client,
+            batch_size=self._batch_size,
+            user_endpoint_config=self.config.user_endpoint_config or None,
+            resource_specification=self.config.resource_specification or None,
+            api_burst_limit=8,
+            api_burst_window_s=1,
+        )
+        for method, function_id in self._function_ids.items():
+            executor.register_function(self._functions[method], function_id=function_id)
+        return executor
+
+    def register(self, method: Method, function: Callable[..., Any]) -> None:
+        """Register ``function`` with the service once for this run."""
+        assert self._executor is not None, "start the site before registering methods"
+        try:
+            function_id = self._executor.register_function(function)
+        except globus_sdk.GlobusAPIError as exc:
+            raise SiteError(self.name, _code(exc), f"cannot register {method.name}: {exc}") from exc
+        self._functions[method.name] = function
+        self._function_ids[method.name] = function_id
+
+    def submit(self, task: Result, on_done: OutcomeCallback) -> None:
+        """Hand the task to the site's Executor, which batches it to the service."""
+        refused = self._check_inputs(task)
+        if refused is not None:
+            on_done(refused)
+            return
+        with self._lock:
+            executor = self._executor
+            if executor is None:
+                on_done(SiteError(self.name, "NotStarted", "the site is not started"))
+                return
+            if executor._stopped:  # a failed submission stopped it: start afresh
+                executor = self._executor = self._new_executor()
+            spec = {**self.config.resource_specification, **(task.resources.specification or {})}
+            endpoint_config = {
+                **self.config.user_endpoint_config,
+                **(task.resources.endpoint_config or {}),
+            }
+            executor.resource_specification = spec or None
+            executor.user_endpoint_config = endpoint_config or None
+            future = executor.submit_to_registered_function(
+                self._function_ids[task.method], task.args, dict(task.kwargs)
+            )
+        future.add_done_callback(lambda done: on_done(self._outcome(done)))
+
+    def _check_inputs(self, task: Result) -> SiteError | None:
+        """Refuse inputs that cannot be serialized, or are too large to send.
+
+        Checked before the Executor sees them: it would fail the whole batch they travel in.
+        """
+        values = [*task.args, *task.kwargs.values()]
+        if all(small(value, PAYLOAD_LIMIT_BYTES // max(1, len(values))) for value in values):
+            return None
+        where = f"task {task.task_id} ({task.method})"
+        try:
+            size = len(ComputeSerializer().serialize((task.args, dict(task.kwargs))))
+        except Exception as exc:
+            message = f"cannot serialize the inputs of {where}: {exc}"
+            return SiteError(self.name, "SerializationError", message, kind="rejected")
+        if size <= PAYLOAD_LIMIT_BYTES:
+            return None
+        message = (
+            f"the inputs of {where} are {size / 1e6:.1f} MB once serialized, over Globus "
+            f"Compute's {PAYLOAD_LIMIT_BYTES / 2**20:.0f} MiB limit; configure a data store "
+            "('data: stores:' in the sites YAML) so that large inputs travel through it"
+        )
+        return SiteError(self.name, "PayloadTooLarge", message, kind="rejected")
+
+    def _outcome(self, future: Future[Any]) -> WorkerReport | SiteError:
+        try:
+            return read_report(future.result())
+        except CancelledError:
+            return SiteError(self.name, "Cancelled", "the submission was cancelled")
+        except TaskExecutionFailed as exc:
+            text = last_line(exc.remote_data)
+            code = "MaxResultSizeExceeded" if "MaxResultSizeExceeded" in text else "TaskFailed"
+            if code == "MaxResultSizeExceeded":
+                text += (
+                    "; configure a data store ('data: stores:' in the sites YAML, reachable "
+                    "from this site) so that large results travel through it"
+                )
+                return SiteError(self.name, code, text, kind="rejected")
+            return SiteError(self.name, code, text)
+        except globus_sdk.GlobusAPIError as exc:
+            if exc.http_status == 413:
+                with self._lock:  # the batch was too large: send smaller ones from now on
+                    self._batch_size = max(1, self._batch_size // 2)
+            return SiteError(self.name, _code(exc), _api_message(exc))
+        except Exception as exc:
+            return SiteError(self.name, type(exc).__name__, str(exc) or repr(exc))
+
+    def status(self) -> SiteStatus:
+        """The endpoint's status as the service reports it."""
+        client = self._client
+        if client is None:
+            return SiteStatus(online=False, detail="not started")
+        try:
+            answer = client.get_endpoint_status(self.endpoint_id)
+        except globus_sdk.GlobusAPIError as exc:
+            return SiteStatus(online=False, detail=_api_message(exc))
+        except Exception as exc:
+            return SiteStatus(online=False, detail=f"no status: {exc}")
+        details = answer.get("details") or {}
+        if answer.get("status") != "online":
+            return SiteStatus(online=False, detail=f"endpoint {answer.get('status')}", raw=details)
+        started, self._started = self._started, details.get("start_unix", self._started)
+        if started is not None and self._started != started:
+            # An endpoint acknowledges tasks when it receives them: those it held when it went
+            # down are gone, and only this report tells. Offline once, so they are re-placed.
+            return SiteStatus(
+                online=False, detail="the endpoint restarted; the tasks it held were lost"
+            )
+        return SiteStatus(
+            online=True,
+            workers=details.get("total_workers"),
+            idle_workers=details.get("idle_workers"),
+            pending_tasks=details.get("pending_tasks"),
+            outstanding_tasks=details.get("outstanding_tasks"),
+            managers=details.get("managers"),
+            raw=details,
+        )
+
+    def shutdown(self) -> None:
+        """Stop the Executor; tasks it still holds come back cancelled."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _code(exc: globus_sdk.GlobusAPIError) -> str:
+    return str(exc.code) if exc.code and exc.code != "Error" else f"HTTP{exc.http_status}"
+
+
+def _api_message(exc: globus_sdk.GlobusAPIError) -> str:
+    """What the service said, with what the user can do about the usual causes."""
+    status = exc.http_status
+    text = f"Globus Compute answered {status}: {exc.message or exc.code}"
+    if status == 401:
+        return text + " (login expired: run 'globus-compute-endpoint login' again)"
+    if status == 429:
+        return text + " (rate limited: raise scheduler.status_period or batch_size)"
+    if status == 413:
+        return text + " (submission over 10 MB: lower the site's batch_size or use a data store)"
+    if status in _SERVICE_UNWELL:
+        return text + " (the service is unwell)"
+    return text

@@ -1,0 +1,127 @@
+"""The local Globus Compute stand-in: its command line, and campaigns surviving its restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+from conftest import ENDPOINTS, RunningTestbed, colmena_fed, federation_config
+from sample_methods import double, nap
+
+from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
+from colmena_fed.testbed.service import HOST, PORT
+
+FAULTS = f"http://{HOST}:{PORT}/testbed/faults"
+
+
+def test_status_shows_each_endpoint_online_and_the_sites_yaml_uses_them(
+    testbed: RunningTestbed,
+) -> None:
+    deadline = time.monotonic() + 60
+    while True:  # workers connect after the endpoint's first heartbeat
+        shown = colmena_fed("testbed", "status", "--dir", str(testbed.directory), "--json")
+        assert shown.returncode == 0, shown.stderr
+        endpoints = json.loads(shown.stdout)["endpoints"]
+        if endpoints["local-cpu"]["workers"] == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert {name: e["status"] for name, e in endpoints.items()} == {
+        "local-cpu": "online",
+        "local-gpu": "online",
+    }
+    assert endpoints["local-cpu"]["workers"] == 2
+    assert endpoints["local-gpu"]["workers"] == 1
+    sites = SitesConfig.from_yaml(testbed.state["sites"])
+    assert sites.globus.service == "testbed"
+    assert {n: str(s.endpoint) for n, s in sites.sites.items()} == testbed.endpoints
+    assert {n: s.resources for n, s in sites.sites.items()} == {
+        "local-cpu": {"cpu": 2},
+        "local-gpu": {"gpu": 1},
+    }
+    table = colmena_fed("testbed", "status", "--dir", str(testbed.directory))
+    assert testbed.endpoints["local-gpu"] in table.stdout
+
+
+def test_a_second_testbed_in_the_same_directory_is_refused(testbed: RunningTestbed) -> None:
+    cpu = str(ENDPOINTS / "local-cpu.yaml")
+    again = colmena_fed("testbed", "up", "--dir", str(testbed.directory), "--endpoints", cpu)
+    assert again.returncode != 0
+    assert "a testbed is already up" in again.stderr
+
+
+def test_status_and_down_without_a_testbed_say_so(tmp_path: Path) -> None:
+    shown = colmena_fed("testbed", "status", "--dir", str(tmp_path))
+    assert shown.returncode != 0
+    assert f"no testbed is up in {tmp_path}" in shown.stderr
+    down = colmena_fed("testbed", "down", "--dir", str(tmp_path))
+    assert down.returncode == 0
+    assert "no testbed is up" in down.stdout
+
+
+def test_a_restart_of_the_service_mid_run_loses_no_task(
+    testbed: RunningTestbed, tmp_path: Path
+) -> None:
+    queues = TaskQueues()
+    server = TaskServer(queues, federation_config(testbed=testbed), [nap], run_dir=tmp_path)
+    service = testbed.current()["service_pid"]
+    with server:
+        sent = [queues.send_inputs(0.1, method="nap") for _ in range(40)]
+        results: list[Result] = []
+        while len(results) < 10:
+            result = queues.get_result(timeout=120)
+            assert result is not None
+            results.append(result)
+        os.kill(service, signal.SIGKILL)
+        while len(results) < len(sent):
+            result = queues.get_result(timeout=120)
+            assert result is not None, f"{len(results)} of {len(sent)} results arrived"
+            results.append(result)
+    assert Counter(r.task_id for r in results) == Counter(sent)
+    assert all(r.success for r in results), [r.failure for r in results if not r.success]
+    deadline = time.monotonic() + 30
+    while testbed.current()["service_pid"] in (service, None):
+        assert time.monotonic() < deadline, "the testbed did not restart its service"
+        time.sleep(0.5)
+
+
+def inject(route: str, status: int, times: int) -> None:
+    """Make the testbed service answer the next ``times`` requests to ``route`` with ``status``."""
+    body = json.dumps({"route": route, "status": status, "times": times}).encode()
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(FAULTS, data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+def test_globus_errors_become_clear_reasons_and_the_tasks_are_retried(
+    testbed: RunningTestbed, tmp_path: Path
+) -> None:
+    queues = TaskQueues()
+    server = TaskServer(queues, federation_config(testbed=testbed), [double], run_dir=tmp_path)
+    with server:
+        queues.send_inputs(1, method="double")
+        warm = queues.get_result(timeout=120)
+        assert warm is not None
+        assert warm.value == 2
+        inject("submit", 401, times=1)  # the login expired
+        queues.send_inputs(2, method="double")
+        expired = queues.get_result(timeout=120)
+        assert expired is not None
+        assert expired.success, expired.failure
+        assert expired.value == 4
+        assert expired.retries == 1
+        reason = expired.attempts[0].reason
+        assert reason is not None
+        assert "Globus Compute answered 401" in reason
+        assert "login expired" in reason
+        inject("submit", 429, times=1)  # rate limited: the SDK waits and sends again
+        queues.send_inputs(3, method="double")
+        limited = queues.get_result(timeout=120)
+        assert limited is not None
+        assert limited.value == 6
+        assert limited.retries == 0

@@ -70,6 +70,19 @@ def colmena_fed(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that need the testbed last, so it is up only while they run."""
+    needs = [item for item in items if _needs_testbed(item)]
+    items[:] = [item for item in items if not _needs_testbed(item)] + needs
+
+
+def _needs_testbed(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    names = getattr(item, "fixturenames", ())
+    return "testbed" in names or "globus" in params.values()
+
+
 def _ours(process: psutil.Process, directory: Path, sessions: set[int]) -> bool:
     """Whether ``process`` belongs to the testbed in ``directory`` (or its endpoints)."""
     try:

@@ -21,8 +21,9 @@ def two_sites(testbed: RunningTestbed | None) -> SitesConfig:
         return SitesConfig.from_dict(
             {"sites": {"east": site, "west": site}, "scheduler": {"status_period": 0.5}}
         )
-    east = {"endpoint": testbed.endpoints["local-gpu"], "resources": {"cpu": 1}}
-    west = {"endpoint": testbed.endpoints["local-cpu"], "resources": {"cpu": 2}}
+    # Prefetch hides the cloud's round trip, and puts more tasks in harm's way.
+    east = {"endpoint": testbed.endpoints["local-gpu"], "resources": {"cpu": 3}, "prefetch": 2}
+    west = {"endpoint": testbed.endpoints["local-cpu"], "resources": {"cpu": 4}, "prefetch": 2}
     return SitesConfig.from_dict(
         {
             "sites": {"east": east, "west": west},
@@ -53,9 +54,11 @@ def test_a_site_dying_mid_run_loses_no_task_and_delivers_each_once(
     queues = TaskQueues()
     server = TaskServer(queues, two_sites(testbed), [nap], run_dir=tmp_path)
     with server:
-        sent = [queues.send_inputs(0.2, method="nap") for _ in range(200)]
+        # Fewer on globus sites: the restarted endpoint takes a while to come back.
+        total, before = (200, 40) if testbed is None else (60, 15)
+        sent = [queues.send_inputs(0.2, method="nap") for _ in range(total)]
         results: list[Result] = []
-        while len(results) < 40:
+        while len(results) < before:
             result = queues.get_result(timeout=120)
             assert result is not None
             results.append(result)
@@ -73,7 +76,8 @@ def test_a_site_dying_mid_run_loses_no_task_and_delivers_each_once(
     moved = [r for r in results if r.retries]
     assert moved, "no task was running on the site that died"
     for result in moved:
-        assert result.site == "east"
+        if testbed is None:  # a local site stays dead; a restarted endpoint may take them
+            assert result.site == "east"
         assert result.attempts[0].site == "west"
         assert result.attempts[0].reason is not None
         assert result.attempts[-1].reason is None

@@ -113,7 +113,14 @@ class GlobusBackend:
         try:
             function_id = self._executor.register_function(function)
         except globus_sdk.GlobusAPIError as exc:
-            raise SiteError(self.name, _code(exc), f"cannot register {method.name}: {exc}") from exc
+            message = f"cannot register {method.name}: {_api_message(exc)}"
+            raise SiteError(self.name, _code(exc), message) from exc
+        except globus_sdk.NetworkError as exc:
+            address = getattr(self._client, "web_service_address", "the Globus Compute service")
+            message = f"cannot reach {address} to register {method.name} ({exc})"
+            if "localhost" in str(address):
+                message += "; is the testbed up? ('colmena-fed testbed up')"
+            raise SiteError(self.name, "Unreachable", message) from exc
         self._functions[method.name] = function
         self._function_ids[method.name] = function_id
 

@@ -43,6 +43,19 @@ class SiteStatus:
     raw: Mapping[str, Any] = field(default_factory=dict)
     updated: float = field(default_factory=clock.now)
 
+    @classmethod
+    def from_report(cls, report: Mapping[str, Any]) -> SiteStatus:
+        """An online site, read from an engine's status report (its ``global_state``)."""
+        return cls(
+            online=True,
+            workers=report.get("total_workers"),
+            idle_workers=report.get("idle_workers"),
+            pending_tasks=report.get("pending_tasks"),
+            outstanding_tasks=report.get("outstanding_tasks"),
+            managers=report.get("managers"),
+            raw=report,
+        )
+
 
 StatusCallback = Callable[["SiteStatus"], None]
 

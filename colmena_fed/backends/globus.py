@@ -216,15 +216,7 @@ class GlobusBackend:
             return SiteStatus(
                 online=False, detail="the endpoint restarted; the tasks it held were lost"
             )
-        return SiteStatus(
-            online=True,
-            workers=details.get("total_workers"),
-            idle_workers=details.get("idle_workers"),
-            pending_tasks=details.get("pending_tasks"),
-            outstanding_tasks=details.get("outstanding_tasks"),
-            managers=details.get("managers"),
-            raw=details,
-        )
+        return SiteStatus.from_report(details)
 
     def shutdown(self) -> None:
         """Stop the Executor; tasks it still holds come back cancelled."""

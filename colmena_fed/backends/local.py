@@ -163,15 +163,7 @@ class LocalBackend:
         state = self._status.read()
         if isinstance(state, str):
             return SiteStatus(online=False, detail=state)
-        return SiteStatus(
-            online=True,
-            workers=state.get("total_workers"),
-            idle_workers=state.get("idle_workers"),
-            pending_tasks=state.get("pending_tasks"),
-            outstanding_tasks=state.get("outstanding_tasks"),
-            managers=state.get("managers"),
-            raw=state,
-        )
+        return SiteStatus.from_report(state)
 
     def shutdown(self) -> None:
         """Stop the engine and its worker processes."""

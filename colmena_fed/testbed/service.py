@@ -65,6 +65,7 @@ class Publisher:
                     if self._channel is None or not self._channel.is_open:
                         self._connect()
                     action(self._channel)
+                    self._channel.tx_commit()
                     return
                 except pika.exceptions.AMQPConnectionError:
                     self._channel = None
@@ -76,7 +77,9 @@ class Publisher:
             self._connection.close()
         self._connection = pika.BlockingConnection(pika.URLParameters(self.url))
         self._channel = self._connection.channel()
-        self._channel.confirm_delivery()
+        # Each action is one transaction: a submission's tasks are all queued, or none is,
+        # at the cost of one round trip to the broker rather than one per task.
+        self._channel.tx_select()
 
     def declare_exchanges(self) -> None:
         """The exchanges and shared queues endpoints publish to (they only declare passively)."""
@@ -324,7 +327,12 @@ def create_app(state: State, broker: Publisher) -> Flask:
 
 
 class Forwarder(threading.Thread):
-    """Consumes endpoints' results and heartbeats; forwards each result to its task group."""
+    """Consumes endpoints' results and heartbeats; forwards each result to its task group.
+
+    Messages are handled in batches (whatever arrived within a few milliseconds): their
+    records written in one transaction, the results forwarded, then all acknowledged at once,
+    so a message is acknowledged only once its result is recorded and forwarded.
+    """
 
     def __init__(self, state: State, url: str) -> None:
         """Consume from the broker at ``url``, recording into ``state``."""
@@ -332,6 +340,8 @@ class Forwarder(threading.Thread):
         self.state = state
         self.url = url
         self.stopping = threading.Event()
+        self._results: list[tuple[Result, bytes]] = []
+        self._last_tag = 0
 
     def run(self) -> None:
         """Consume until `stopping` is set, reconnecting whenever the broker goes away."""
@@ -339,32 +349,46 @@ class Forwarder(threading.Thread):
             try:
                 connection = pika.BlockingConnection(pika.URLParameters(self.url))
                 channel = connection.channel()
-                channel.basic_qos(prefetch_count=512)
+                channel.basic_qos(prefetch_count=1024)
                 channel.basic_consume("results", self._on_result)
                 channel.basic_consume("heartbeats", self._on_heartbeat)
                 while not self.stopping.is_set():
-                    connection.process_data_events(time_limit=0.2)
+                    connection.process_data_events(time_limit=0.01)
+                    self._flush(channel)
                 connection.close()
             except pika.exceptions.AMQPError as exc:
                 log.warning("broker connection lost (%s); reconnecting", exc)
+                self._results.clear()  # unacknowledged: the broker delivers them again
+                self._last_tag = 0
                 self.stopping.wait(0.5)
 
-    def _on_result(self, channel: Any, method: Any, _properties: Any, body: bytes) -> None:
+    def _on_result(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
         message = messagepack.unpack(body)
         if isinstance(message, Result):
-            group = self.state.finish_task(
-                str(message.task_id), message.data, message.error_details is not None
-            )
-            if group is not None:
-                properties = pika.BasicProperties(delivery_mode=2, timestamp=int(time.time()))
-                channel.basic_publish("", QUEUE_PREFIX + group, body, properties)
-        channel.basic_ack(method.delivery_tag)
+            self._results.append((message, body))
+        self._last_tag = method.delivery_tag
 
-    def _on_heartbeat(self, channel: Any, method: Any, _properties: Any, body: bytes) -> None:
+    def _on_heartbeat(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
         message = messagepack.unpack(body)
         if isinstance(message, EPStatusReport):
             self.state.heartbeat(str(message.endpoint_id), dict(message.global_state))
-        channel.basic_ack(method.delivery_tag)
+        self._last_tag = method.delivery_tag
+
+    def _flush(self, channel: Any) -> None:
+        """Record and forward the results received, then acknowledge everything received."""
+        if self._results:
+            records = [
+                (str(m.task_id), m.data, m.error_details is not None) for m, _ in self._results
+            ]
+            groups = self.state.finish_tasks(records)
+            properties = pika.BasicProperties(delivery_mode=2, timestamp=int(time.time()))
+            for group, (_, body) in zip(groups, self._results, strict=True):
+                if group is not None:
+                    channel.basic_publish("", QUEUE_PREFIX + group, body, properties)
+            self._results.clear()
+        if self._last_tag:
+            channel.basic_ack(self._last_tag, multiple=True)
+            self._last_tag = 0
 
 
 def serve(state_dir: Path, amqp_url: str, port: int = PORT) -> None:
@@ -376,13 +400,34 @@ def serve(state_dir: Path, amqp_url: str, port: int = PORT) -> None:
     forwarder.start()
     server = make_server(HOST, port, create_app(state, broker), threaded=True)
     stop = threading.Thread(target=server.shutdown, name="testbed-stop", daemon=True)
-    signal.signal(signal.SIGTERM, lambda *_: stop.start())
+    once = threading.Lock()
+
+    def request_stop(*_: Any) -> None:
+        if once.acquire(blocking=False):
+            stop.start()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    threading.Thread(
+        target=_stop_with_parent, args=(request_stop,), name="testbed-parent", daemon=True
+    ).start()
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     forwarder.stopping.set()
     forwarder.join(timeout=10)
     broker.close()
     state.close()
+
+
+def _stop_with_parent(request_stop: Callable[[], None]) -> None:
+    """Stop when the process that started the service dies, as endpoint daemons do.
+
+    Its owner (a test, ``testbed up``'s supervisor) may be killed without a chance to clean
+    up; the service must not outlive it holding port 5000.
+    """
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(1)
+    request_stop()
 
 
 def main() -> None:

@@ -105,23 +105,31 @@ class State:
 
     def add_tasks(self, rows: Iterable[tuple[str, str, str, str]]) -> None:
         """Record submitted tasks: (task id, task group, endpoint, function)."""
-        with self._lock:
+        with self._lock, self._db:  # one transaction for the whole batch
+            self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT INTO tasks (id, task_group, endpoint, function, status) "
                 "VALUES (?, ?, ?, ?, 'waiting-for-ep')",
                 rows,
             )
 
-    def finish_task(self, task_id: str, data: str, failed: bool) -> str | None:
-        """Record a task's result; returns its task group (None for a task never submitted)."""
-        status = "failed" if failed else "success"
-        with self._lock:
-            row = self._db.execute(
-                "UPDATE tasks SET status = ?, completion_t = ?, data = ?, failed = ? "
-                "WHERE id = ? RETURNING task_group",
-                (status, time.time(), data, int(failed), task_id),
-            ).fetchone()
-        return None if row is None else str(row[0])
+    def finish_tasks(self, results: Iterable[tuple[str, str, bool]]) -> list[str | None]:
+        """Record results (task id, data, failed) in one transaction.
+
+        Returns their task groups, None for a task never submitted.
+        """
+        groups: list[str | None] = []
+        now = time.time()
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            for task_id, data, failed in results:
+                row = self._db.execute(
+                    "UPDATE tasks SET status = ?, completion_t = ?, data = ?, failed = ? "
+                    "WHERE id = ? RETURNING task_group",
+                    ("failed" if failed else "success", now, data, int(failed), task_id),
+                ).fetchone()
+                groups.append(None if row is None else str(row[0]))
+        return groups
 
     def task(self, task_id: str) -> TaskRecord | None:
         """A task, or None."""

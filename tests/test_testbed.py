@@ -125,3 +125,27 @@ def test_globus_errors_become_clear_reasons_and_the_tasks_are_retried(
         assert limited is not None
         assert limited.value == 6
         assert limited.retries == 0
+
+
+def test_tasks_held_back_by_a_failed_submission_are_sent_again(
+    testbed: RunningTestbed, tmp_path: Path
+) -> None:
+    """A failed submission stops the SDK's Executor with tasks of other resource
+    specifications still unsent: they come back and are sent again, none is lost."""
+    queues = TaskQueues()
+    server = TaskServer(queues, federation_config(testbed=testbed), [double], run_dir=tmp_path)
+    with server:
+        queues.send_inputs(1, method="double")
+        warm = queues.get_result(timeout=120)
+        assert warm is not None
+        inject("submit", 401, times=1)
+        specs = [None, {"priority": 1}] * 3
+        sent = [
+            queues.send_inputs(i, method="double", resources={"specification": spec})
+            for i, spec in enumerate(specs)
+        ]
+        results = [queues.get_result(timeout=120) for _ in sent]
+    assert all(r is not None and r.success for r in results), [r and r.failure for r in results]
+    assert sorted(r.value for r in results if r is not None) == [2 * i for i in range(6)]
+    reasons = [a.reason or "" for r in results if r is not None for a in r.attempts]
+    assert any("401" in reason for reason in reasons)

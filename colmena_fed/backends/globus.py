@@ -21,6 +21,7 @@ from typing import Any
 import globus_sdk
 from globus_compute_sdk import Client, Executor
 from globus_compute_sdk.errors import TaskExecutionFailed
+from globus_compute_sdk.sdk import executor as sdk_executor
 from globus_compute_sdk.sdk.auth.globus_app import get_globus_app
 from globus_compute_sdk.serialize import ComputeSerializer
 
@@ -33,6 +34,9 @@ from colmena_fed.worker import WorkerReport, read_report, small
 
 #: Globus Compute's limit on one submission (a whole batch included).
 PAYLOAD_LIMIT_BYTES = 10 * 2**20
+
+#: Inputs surely under this size are not measured (they cannot crowd a batch).
+_SMALL_BYTES = 64_000
 
 #: HTTP statuses that mean the service itself is unwell (worth a retry elsewhere or later).
 _SERVICE_UNWELL = frozenset({500, 502, 503, 504})
@@ -83,6 +87,8 @@ class GlobusBackend:
         self._function_ids: dict[str, str] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
         self._batch_size = config.batch_size
+        #: Tasks handed to an Executor and not yet settled: its future -> (Executor, delivery).
+        self._sent: dict[Future[Any], tuple[Executor, _Once]] = {}
         self._started: float | None = None  # the endpoint's start time, from its status
         self._lock = threading.Lock()
 
@@ -126,51 +132,102 @@ class GlobusBackend:
 
     def submit(self, task: Result, on_done: OutcomeCallback) -> None:
         """Hand the task to the site's Executor, which batches it to the service."""
-        refused = self._check_inputs(task)
+        refused, size = self._check_inputs(task)
         if refused is not None:
             on_done(refused)
             return
-        with self._lock:
-            executor = self._executor
-            if executor is None:
-                on_done(SiteError(self.name, "NotStarted", "the site is not started"))
-                return
-            if executor._stopped:  # a failed submission stopped it: start afresh
-                executor = self._executor = self._new_executor()
-            spec = {**self.config.resource_specification, **(task.resources.specification or {})}
-            endpoint_config = {
-                **self.config.user_endpoint_config,
-                **(task.resources.endpoint_config or {}),
-            }
-            executor.resource_specification = spec or None
-            executor.user_endpoint_config = endpoint_config or None
-            future = executor.submit_to_registered_function(
-                self._function_ids[task.method], task.args, dict(task.kwargs)
-            )
-        future.add_done_callback(lambda done: on_done(self._outcome(done)))
+        deliver = _Once(on_done)
+        unsent: list[_Once] = []
+        try:
+            with self._lock:
+                future = self._send(task, size, deliver, unsent)
+        finally:
+            self._fail_unsent(unsent)  # outside the lock: a failed task may be re-sent at once
+        if future is None:
+            deliver(SiteError(self.name, "NotStarted", "the site is not started"))
+        else:
+            future.add_done_callback(self._settle)
 
-    def _check_inputs(self, task: Result) -> SiteError | None:
+    def _send(
+        self, task: Result, size: int | None, deliver: _Once, unsent: list[_Once]
+    ) -> Future[Any] | None:
+        """Submit to the Executor (a new one if the last stopped); the caller holds the lock.
+
+        Returns the task's future, None if the site is not started; adds to ``unsent`` the
+        tasks a stopped Executor left behind.
+        """
+        executor = self._executor
+        if executor is None:
+            return None
+        if executor._stopped:  # a failed submission stopped it: start afresh
+            unsent.extend(self._take_unsent())
+            executor = self._executor = self._new_executor()
+        if size is not None:  # a batch, whole, must stay under the limit
+            fit = max(1, PAYLOAD_LIMIT_BYTES * 9 // 10 // max(1, size))
+            self._batch_size = executor.batch_size = min(executor.batch_size, fit)
+        spec = {**self.config.resource_specification, **(task.resources.specification or {})}
+        endpoint_config = {
+            **self.config.user_endpoint_config,
+            **(task.resources.endpoint_config or {}),
+        }
+        executor.resource_specification = spec or None
+        executor.user_endpoint_config = endpoint_config or None
+        future = executor.submit_to_registered_function(
+            self._function_ids[task.method], task.args, dict(task.kwargs)
+        )
+        self._sent[future] = (executor, deliver)
+        return future
+
+    def _settle(self, future: Future[Any]) -> None:
+        """The SDK resolved a task's future: hand its outcome over (once)."""
+        with self._lock:
+            sent = self._sent.pop(future, None)
+        if sent is not None:
+            sent[1](self._outcome(future))
+
+    def _take_unsent(self) -> list[_Once]:
+        """Take the tasks a stopped Executor will never send; the caller holds the lock.
+
+        When one submission fails, the SDK fails its tasks and stops, but the tasks it had
+        already taken for other submissions (other resource specifications) are left pending
+        for ever: the caller fails them.
+        """
+        unsent = []
+        for future, (executor, deliver) in list(self._sent.items()):
+            sent = getattr(future, "task_id", None) is not None
+            if executor._stopped and not sent and not future.done():
+                del self._sent[future]
+                unsent.append(deliver)
+        return unsent
+
+    def _fail_unsent(self, unsent: list[_Once]) -> None:
+        message = "not sent: the Executor stopped after another submission failed"
+        for deliver in unsent:
+            deliver(SiteError(self.name, "NotSent", message))
+
+    def _check_inputs(self, task: Result) -> tuple[SiteError | None, int | None]:
         """Refuse inputs that cannot be serialized, or are too large to send.
 
         Checked before the Executor sees them: it would fail the whole batch they travel in.
+        Also returns their size when it is large enough to matter for the size of a batch.
         """
         values = [*task.args, *task.kwargs.values()]
-        if all(small(value, PAYLOAD_LIMIT_BYTES // max(1, len(values))) for value in values):
-            return None
+        if all(small(value, _SMALL_BYTES) for value in values):
+            return None, None
         where = f"task {task.task_id} ({task.method})"
         try:
             size = len(ComputeSerializer().serialize((task.args, dict(task.kwargs))))
         except Exception as exc:
             message = f"cannot serialize the inputs of {where}: {exc}"
-            return SiteError(self.name, "SerializationError", message, kind="rejected")
+            return SiteError(self.name, "SerializationError", message, kind="rejected"), None
         if size <= PAYLOAD_LIMIT_BYTES:
-            return None
+            return None, size
         message = (
             f"the inputs of {where} are {size / 1e6:.1f} MB once serialized, over Globus "
             f"Compute's {PAYLOAD_LIMIT_BYTES / 2**20:.0f} MiB limit; configure a data store "
             "('data: stores:' in the sites YAML) so that large inputs travel through it"
         )
-        return SiteError(self.name, "PayloadTooLarge", message, kind="rejected")
+        return SiteError(self.name, "PayloadTooLarge", message, kind="rejected"), None
 
     def _outcome(self, future: Future[Any]) -> WorkerReport | SiteError:
         try:
@@ -197,6 +254,9 @@ class GlobusBackend:
 
     def status(self) -> SiteStatus:
         """The endpoint's status as the service reports it."""
+        with self._lock:
+            unsent = self._take_unsent()
+        self._fail_unsent(unsent)
         client = self._client
         if client is None:
             return SiteStatus(online=False, detail="not started")
@@ -219,11 +279,56 @@ class GlobusBackend:
         return SiteStatus.from_report(details)
 
     def shutdown(self) -> None:
-        """Stop the Executor; tasks it still holds come back cancelled."""
+        """Stop the Executor; the tasks still out are the task server's to end."""
         with self._lock:
             executor, self._executor = self._executor, None
+            sent, self._sent = self._sent, {}
+        for _, deliver in sent.values():
+            deliver.cancel()
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+            _stop_watching(executor, list(sent))
+
+
+class _Once:
+    """A task's ``on_done``, called at most once: the SDK and the backend may both settle it."""
+
+    def __init__(self, on_done: OutcomeCallback) -> None:
+        self._on_done = on_done
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self, outcome: WorkerReport | SiteError) -> None:
+        if self._claim():
+            self._on_done(outcome)
+
+    def cancel(self) -> None:
+        """Never call ``on_done``."""
+        self._claim()
+
+    def _claim(self) -> bool:
+        with self._lock:
+            first, self._done = not self._done, True
+        return first
+
+
+def _stop_watching(executor: Executor, futures: list[Future[Any]]) -> None:
+    """Make the SDK's result watcher forget ``futures`` of a stopped site.
+
+    The watcher is shared by every Executor of the process, outlives them, and at exit waits for
+    every future it watches: a task lost with its endpoint would keep the process from exiting.
+    The SDK has no public way to drop a future, so this reaches into its watcher (pinned SDK
+    version; see pyproject.toml).
+    """
+    watcher = sdk_executor._RESULT_WATCHERS.get(executor.task_group_id)
+    if watcher is None:
+        return
+    with watcher._new_futures_lock:
+        for future in futures:
+            task_id: Any = getattr(future, "task_id", None)
+            watcher._open_futures.pop(task_id, None)
+        if not watcher._open_futures:
+            watcher._open_futures_empty.set()
 
 
 def _code(exc: globus_sdk.GlobusAPIError) -> str:

@@ -29,7 +29,7 @@ from colmena_fed.backends.engine import load_engine
 from colmena_fed.backends.globus import make_client
 from colmena_fed.sites import GlobusConfig
 from colmena_fed.testbed.broker import Broker
-from colmena_fed.testbed.daemon import EndpointDaemon, check_endpoint_version
+from colmena_fed.testbed.daemon import EndpointDaemon, check_endpoint_version, kill_session
 from colmena_fed.testbed.errors import TestbedError
 from colmena_fed.testbed.service import AMQP_URL_VARIABLE, HOST, PORT
 
@@ -159,6 +159,8 @@ class Testbed:
             revived.append("service")
         for name, daemon in self.daemons.items():
             if not daemon.running:
+                if daemon.pid is not None:  # its interchange and workers may outlive it
+                    kill_session(daemon.pid)
                 daemon.start()
                 revived.append(name)
         return revived
@@ -193,10 +195,14 @@ class Testbed:
 
     def stop(self) -> None:
         """Stop the endpoints, the service and the broker; leaves no process behind."""
-        for daemon in self.daemons.values():
-            daemon.stop()
-        self.stop_service()
-        self.broker.stop()
+        try:
+            for daemon in self.daemons.values():
+                daemon.stop()
+        finally:
+            try:
+                self.stop_service()
+            finally:
+                self.broker.stop()
 
     def __enter__(self) -> Testbed:
         """The testbed itself (start it with `start`)."""

@@ -91,11 +91,16 @@ class Broker:
         self._stop_orphan()
         self._kill_epmd(settings)
         self._check_ports(settings)
-        (self.base_dir / "rabbitmq.conf").write_text(
+        config = self.base_dir / "rabbitmq.conf"
+        config.touch(mode=0o600)  # it holds the password
+        config.chmod(0o600)
+        config.write_text(
             f"listeners.tcp.1 = 127.0.0.1:{settings.amqp_port}\n"
             f"default_user = {settings.user}\n"
             f"default_pass = {settings.password}\n"
             "loopback_users = none\n"
+            # RabbitMQ's default (50 MB free) blocks every publisher on a nearly full /tmp.
+            "disk_free_limit.absolute = 1MB\n"
         )
         (self.base_dir / "enabled_plugins").write_text("[].\n")
         with self.log_path.open("wb") as log:

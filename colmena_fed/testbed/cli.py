@@ -122,7 +122,10 @@ def up(
         if supervisor.poll() is not None or time.monotonic() > deadline:
             if supervisor.poll() is None:
                 supervisor.send_signal(signal.SIGTERM)
-                supervisor.wait()
+                try:
+                    supervisor.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    supervisor.kill()
             lines = log.read_text(errors="replace").splitlines()[-15:]
             raise click.ClickException("the testbed did not start:\n" + "\n".join(lines))
         time.sleep(0.5)

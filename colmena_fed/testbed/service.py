@@ -356,20 +356,20 @@ class Forwarder(threading.Thread):
                     connection.process_data_events(time_limit=0.01)
                     self._flush(channel)
                 connection.close()
-            except pika.exceptions.AMQPError as exc:
-                log.warning("broker connection lost (%s); reconnecting", exc)
+            except Exception as exc:  # the broker went away, or a record could not be written
+                log.warning("forwarding stopped (%r); reconnecting", exc)
                 self._results.clear()  # unacknowledged: the broker delivers them again
                 self._last_tag = 0
                 self.stopping.wait(0.5)
 
     def _on_result(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
-        message = messagepack.unpack(body)
+        message = _unpack(body)
         if isinstance(message, Result):
             self._results.append((message, body))
         self._last_tag = method.delivery_tag
 
     def _on_heartbeat(self, _channel: Any, method: Any, _properties: Any, body: bytes) -> None:
-        message = messagepack.unpack(body)
+        message = _unpack(body)
         if isinstance(message, EPStatusReport):
             self.state.heartbeat(str(message.endpoint_id), dict(message.global_state))
         self._last_tag = method.delivery_tag
@@ -389,6 +389,15 @@ class Forwarder(threading.Thread):
         if self._last_tag:
             channel.basic_ack(self._last_tag, multiple=True)
             self._last_tag = 0
+
+
+def _unpack(body: bytes) -> Any:
+    """A message from an endpoint, or None (logged, then acknowledged and dropped) if unreadable."""
+    try:
+        return messagepack.unpack(body)
+    except Exception as exc:
+        log.error("dropping an unreadable message (%r): %r", exc, body[:200])
+        return None
 
 
 def serve(state_dir: Path, amqp_url: str, port: int = PORT) -> None:

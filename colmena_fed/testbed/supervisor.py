@@ -53,20 +53,33 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     stopping = threading.Event()
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt  # while starting: bed.start stops what it started
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
+        signal.signal(signum, interrupt)
     bed = Testbed(args.dir, heartbeat_period=args.heartbeat_period)
     try:
         bed.start(args.endpoints, pythonpath=args.pythonpath)
     except ColmenaFedError as exc:
         log.error("the testbed did not start: %s", exc)
         sys.exit(1)
+    except KeyboardInterrupt:
+        log.info("stopped while starting")
+        sys.exit(1)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
     try:
         write_sites(args.sites_out, bed.sites())
         write_state(bed, args.sites_out)
         log.info("testbed up: %s", ", ".join(f"{k} {v}" for k, v in bed.endpoints.items()))
         while not stopping.wait(1.0):
-            revived = bed.revive()
+            try:
+                revived = bed.revive()
+            except ColmenaFedError as exc:  # try again at the next round
+                log.error("could not restart a part that died: %s", exc)
+                continue
             if revived:
                 log.warning("restarted after they died: %s", ", ".join(revived))
                 write_state(bed, args.sites_out)

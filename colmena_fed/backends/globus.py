@@ -313,7 +313,7 @@ class _Once:
 
 
 def _stop_watching(executor: Executor, futures: list[Future[Any]]) -> None:
-    """Make the SDK's result watcher forget ``futures`` of a stopped site; stop it if idle.
+    """Make the SDK's result watcher forget ``futures`` of a stopped site.
 
     The watcher is shared by every Executor of the process, outlives them, and at exit waits for
     every future it watches: a task lost with its endpoint would keep the process from exiting.
@@ -327,14 +327,8 @@ def _stop_watching(executor: Executor, futures: list[Future[Any]]) -> None:
         for future in futures:
             task_id: Any = getattr(future, "task_id", None)
             watcher._open_futures.pop(task_id, None)
-        idle = not watcher._open_futures
-        if idle:
+        if not watcher._open_futures:
             watcher._open_futures_empty.set()
-    if idle:
-        # Stop it now, while the service is still there: left running, it would try to
-        # reconnect once the service is gone, and hold the process at exit for minutes. A
-        # later Executor of the process starts a new one.
-        watcher.shutdown(wait=False)
 
 
 def _code(exc: globus_sdk.GlobusAPIError) -> str:

@@ -8,8 +8,10 @@ import signal
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from conftest import ENDPOINTS, RunningTestbed, colmena_fed, federation_config
 from sample_methods import double, nap
 
@@ -98,53 +100,52 @@ def inject(route: str, status: int, times: int) -> None:
         pass
 
 
-def test_globus_errors_become_clear_reasons_and_the_tasks_are_retried(
-    testbed: RunningTestbed, tmp_path: Path
-) -> None:
+@pytest.fixture
+def doubling(testbed: RunningTestbed, tmp_path: Path) -> Iterator[TaskQueues]:
+    """The queues of a task server over the testbed's sites, warmed by one task of 'double'."""
     queues = TaskQueues()
-    server = TaskServer(queues, federation_config(testbed=testbed), [double], run_dir=tmp_path)
-    with server:
+    with TaskServer(queues, federation_config(testbed=testbed), [double], run_dir=tmp_path):
         queues.send_inputs(1, method="double")
         warm = queues.get_result(timeout=120)
         assert warm is not None
         assert warm.value == 2
-        inject("submit", 401, times=1)  # the login expired
-        queues.send_inputs(2, method="double")
-        expired = queues.get_result(timeout=120)
-        assert expired is not None
-        assert expired.success, expired.failure
-        assert expired.value == 4
-        assert expired.retries == 1
-        reason = expired.attempts[0].reason
-        assert reason is not None
-        assert "Globus Compute answered 401" in reason
-        assert "login expired" in reason
-        inject("submit", 429, times=1)  # rate limited: the SDK waits and sends again
-        queues.send_inputs(3, method="double")
-        limited = queues.get_result(timeout=120)
-        assert limited is not None
-        assert limited.value == 6
-        assert limited.retries == 0
+        yield queues
 
 
-def test_tasks_held_back_by_a_failed_submission_are_sent_again(
-    testbed: RunningTestbed, tmp_path: Path
+def test_globus_errors_become_clear_reasons_and_the_tasks_are_retried(
+    doubling: TaskQueues,
 ) -> None:
+    queues = doubling
+    inject("submit", 401, times=1)  # the login expired
+    queues.send_inputs(2, method="double")
+    expired = queues.get_result(timeout=120)
+    assert expired is not None
+    assert expired.success, expired.failure
+    assert expired.value == 4
+    assert expired.retries == 1
+    reason = expired.attempts[0].reason
+    assert reason is not None
+    assert "Globus Compute answered 401" in reason
+    assert "login expired" in reason
+    inject("submit", 429, times=1)  # rate limited: the SDK waits and sends again
+    queues.send_inputs(3, method="double")
+    limited = queues.get_result(timeout=120)
+    assert limited is not None
+    assert limited.value == 6
+    assert limited.retries == 0
+
+
+def test_tasks_held_back_by_a_failed_submission_are_sent_again(doubling: TaskQueues) -> None:
     """A failed submission stops the SDK's Executor with tasks of other resource
     specifications still unsent: they come back and are sent again, none is lost."""
-    queues = TaskQueues()
-    server = TaskServer(queues, federation_config(testbed=testbed), [double], run_dir=tmp_path)
-    with server:
-        queues.send_inputs(1, method="double")
-        warm = queues.get_result(timeout=120)
-        assert warm is not None
-        inject("submit", 401, times=1)
-        specs = [None, {"priority": 1}] * 3
-        sent = [
-            queues.send_inputs(i, method="double", resources={"specification": spec})
-            for i, spec in enumerate(specs)
-        ]
-        results = [queues.get_result(timeout=120) for _ in sent]
+    queues = doubling
+    inject("submit", 401, times=1)
+    specs = [None, {"priority": 1}] * 3
+    sent = [
+        queues.send_inputs(i, method="double", resources={"specification": spec})
+        for i, spec in enumerate(specs)
+    ]
+    results = [queues.get_result(timeout=120) for _ in sent]
     assert all(r is not None and r.success for r in results), [r and r.failure for r in results]
     assert sorted(r.value for r in results if r is not None) == [2 * i for i in range(6)]
     reasons = [a.reason or "" for r in results if r is not None for a in r.attempts]

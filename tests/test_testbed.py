@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ENDPOINTS, RunningTestbed, colmena_fed, federation_config
-from sample_methods import double, nap
+from sample_methods import double, nap, size
 
 from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
 from colmena_fed.testbed.service import HOST, PORT
@@ -150,3 +150,21 @@ def test_tasks_held_back_by_a_failed_submission_are_sent_again(doubling: TaskQue
     assert sorted(r.value for r in results if r is not None) == [2 * i for i in range(6)]
     reasons = [a.reason or "" for r in results if r is not None for a in r.attempts]
     assert any("401" in reason for reason in reasons)
+
+
+def test_batches_of_large_inputs_stay_under_the_submission_limit(
+    testbed: RunningTestbed, tmp_path: Path
+) -> None:
+    """Each input fits Globus Compute's 10 MB limit, a few together do not: the site sends
+    them in batches small enough, so none is refused."""
+    site = {"endpoint": testbed.endpoints["local-cpu"], "resources": {"cpu": 8}, "prefetch": 6}
+    config = SitesConfig.from_dict({"sites": {"cpu": site}, "globus": {"service": "testbed"}})
+    queues = TaskQueues()
+    with TaskServer(queues, config, [size], run_dir=tmp_path):
+        for _ in range(8):
+            queues.send_inputs(b"x" * 3_000_000, method="size")
+        results = [queues.get_result(timeout=120) for _ in range(8)]
+    assert [r.value if r is not None else None for r in results] == [3_000_000] * 8
+    assert all(r is not None and r.retries == 0 for r in results), [
+        r.attempts for r in results if r is not None
+    ]

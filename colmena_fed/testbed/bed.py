@@ -9,7 +9,6 @@ test fixture or ``colmena-fed testbed up``'s background process holds it.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -70,10 +69,6 @@ class Testbed:
                 f"port {PORT} on localhost is taken (the SDK's local service address); is a "
                 "testbed already up? ('colmena-fed testbed down')"
             )
-        extra = [str(Path(p).resolve()) for p in pythonpath]
-        if extra:
-            current = os.environ.get("PYTHONPATH", "")
-            os.environ["PYTHONPATH"] = os.pathsep.join([*extra, *([current] if current else [])])
         try:
             self.broker.start()
             self.start_service()
@@ -87,7 +82,8 @@ class Testbed:
                     Path(path).read_text(),
                     creds,
                     self.directory / "endpoints",
-                    self.heartbeat_period,
+                    heartbeat_period=self.heartbeat_period,
+                    pythonpath=pythonpath,
                 )
                 self.daemons[name] = daemon
                 daemon.start()
@@ -233,7 +229,7 @@ def slots_of(endpoint_yaml: Path) -> dict[str, int]:
 def write_sites(path: Path, sites: dict[str, Any]) -> None:
     """Write a sites YAML made by `Testbed.sites`, with a header saying where it came from."""
     header = "# Written by 'colmena-fed testbed up': the testbed's endpoints as globus sites.\n"
-    path.write_text(header + yaml.safe_dump(json.loads(json.dumps(sites)), sort_keys=False))
+    path.write_text(header + yaml.safe_dump(sites, sort_keys=False))
 
 
 def _port_taken(port: int) -> bool:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class EndpointDaemon:
             heartbeat queue infos.
         user_dir: Plays the part of ``~/.globus_compute``.
         heartbeat_period: Seconds between heartbeats (at least 5); overrides the YAML's value.
+        pythonpath: Directories its workers import modules from, before the inherited path.
     """
 
     def __init__(
@@ -71,9 +72,12 @@ class EndpointDaemon:
         config_text: str,
         amqp_creds: Mapping[str, Any],
         user_dir: Path,
+        *,
         heartbeat_period: int | None = None,
+        pythonpath: Sequence[Path] = (),
     ) -> None:
         self.name = name
+        self.pythonpath = [str(Path(p).resolve()) for p in pythonpath]
         self.config_text = config_text
         self.amqp_creds = dict(amqp_creds)
         self.user_dir = Path(user_dir).resolve()
@@ -174,7 +178,7 @@ class EndpointDaemon:
         env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")])
         current = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         extra = [p for p in sys.path if p and os.path.isdir(p) and p not in current]
-        env["PYTHONPATH"] = os.pathsep.join([*current, *extra])
+        env["PYTHONPATH"] = os.pathsep.join([*self.pythonpath, *current, *extra])
         return env
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -13,12 +15,21 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.live import Live
 
 from colmena_fed.display import LiveDisplay
+from colmena_fed.endpoints.cli import endpoints
 from colmena_fed.errors import ColmenaFedError
 from colmena_fed.methods import MethodLike
 from colmena_fed.queues import TaskQueues
 from colmena_fed.server import TaskServer
+from colmena_fed.site_status import (
+    refreshes,
+    site_rows,
+    status_server,
+    status_table,
+    wait_for_workers,
+)
 from colmena_fed.sites import SitesConfig
 from colmena_fed.testbed.cli import testbed
 from colmena_fed.thinker import BaseThinker
@@ -87,6 +98,20 @@ def build_campaign(factory: Factory, queues: TaskQueues) -> tuple[BaseThinker, l
     return thinker, list(methods)
 
 
+def _load_sites(path: Path, command: str) -> SitesConfig:
+    """The sites YAML at ``path``; a simulated federation is refused (it runs from Python)."""
+    try:
+        sites = SitesConfig.from_yaml(path)
+    except ColmenaFedError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if sites.simulated:
+        raise click.ClickException(
+            f"{path}: every site is a 'sim' site; a simulated federation runs in virtual "
+            f"time, driven from Python by TaskServer(...).world.run(), not by '{command}'"
+        )
+    return sites
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """Treat SIGTERM like Ctrl+C, so the sites are shut down rather than orphaned."""
     raise KeyboardInterrupt
@@ -119,15 +144,7 @@ def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
     FACTORY is called with the TaskQueues and returns (thinker, methods).
     """
     console = Console(width=None if sys.stdout.isatty() else 132)
-    try:
-        sites = SitesConfig.from_yaml(sites_path)
-    except ColmenaFedError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if sites.simulated:
-        raise click.ClickException(
-            f"{sites_path}: every site is a 'sim' site; a simulated federation runs in virtual "
-            "time, driven from Python by TaskServer(...).world.run(), not by 'colmena-fed run'"
-        )
+    sites = _load_sites(sites_path, "colmena-fed run")
     factory = load_factory(campaign)
     queues = TaskQueues()
     thinker, methods = build_campaign(factory, queues)
@@ -160,4 +177,68 @@ def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
     console.print(f"campaign finished; logs in {run_dir}")
 
 
+@main.group()
+def sites() -> None:
+    """The sites of a federation."""
+
+
+@sites.command(name="status")
+@click.option(
+    "--sites",
+    "sites_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The sites YAML describing the federation.",
+)
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl+C.")
+@click.option(
+    "--interval", default=2.0, show_default=True, help="Seconds between refreshes (--watch)."
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts (one line per refresh).")
+@click.option(
+    "--wait",
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for local sites' first workers before the first report.",
+)
+def status(sites_path: Path, watch: bool, interval: float, as_json: bool, wait: float) -> None:
+    """Show each site of SITES: online, workers, tasks queued and running there, slots.
+
+    Local sites are started for the length of the command. Exits 1 if a site is offline
+    (without --watch).
+    """
+    config = _load_sites(sites_path, "colmena-fed sites status")
+    console = Console(width=None if sys.stdout.isatty() else 132)
+    signal.signal(signal.SIGTERM, _interrupt)
+    with tempfile.TemporaryDirectory(prefix="colmena-fed-status-") as run_dir:
+        try:
+            with status_server(config, Path(run_dir)) as server:
+                wait_for_workers(server, wait)
+                if not watch:
+                    rows = site_rows(server)
+                    if as_json:
+                        click.echo(json.dumps({"sites": rows}))
+                    else:
+                        console.print(status_table(rows))
+                    if not all(row["online"] for row in rows):
+                        sys.exit(1)
+                    return
+                _watch(server_rows=refreshes(server, interval), console=console, as_json=as_json)
+        except ColmenaFedError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            return
+
+
+def _watch(server_rows: Iterable[list[dict[str, Any]]], console: Console, as_json: bool) -> None:
+    if as_json:
+        for rows in server_rows:
+            click.echo(json.dumps({"sites": rows}))
+        return
+    with Live(console=console, auto_refresh=False) as live:
+        for rows in server_rows:
+            live.update(status_table(rows), refresh=True)
+
+
 main.add_command(testbed)
+main.add_command(endpoints)

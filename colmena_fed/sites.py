@@ -107,7 +107,10 @@ class SiteConfig(BaseModel):
     )
     user_endpoint_config: dict[str, Any] = Field(
         default_factory=dict,
-        description="Variables for a multi-user endpoint's config template (`globus` sites).",
+        description=(
+            "Variables for the endpoint's config template ({{ account }} in its YAML): sent "
+            "with every task to a `globus` site; a `local` site's YAML is rendered with them."
+        ),
     )
     resource_specification: dict[str, Any] = Field(
         default_factory=dict,

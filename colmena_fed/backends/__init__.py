@@ -107,7 +107,7 @@ def make_backend(
     if config.local is not None:
         from colmena_fed.backends.local import LocalBackend
 
-        return LocalBackend(name, config.local)
+        return LocalBackend(name, config.local, config.user_endpoint_config)
     if config.sim is not None:
         from colmena_fed.backends.sim import SimBackend
 

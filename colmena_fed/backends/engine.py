@@ -23,6 +23,7 @@ import click
 from globus_compute_endpoint.endpoint.config.utils import load_config_yaml
 from globus_compute_endpoint.engines.base import GlobusComputeEngineBase
 
+from colmena_fed.endpoints.template import MissingVariables, TemplateError, render
 from colmena_fed.errors import ConfigError
 
 _ENDPOINT_SCRIPT = "globus-compute-endpoint"
@@ -50,12 +51,27 @@ def prepare_worker_environment() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([p for p in [*current, *extra] if p])
 
 
-def load_engine(path: Path) -> GlobusComputeEngineBase:
-    """Build (not start) the engine an endpoint YAML describes; `ConfigError` names the file."""
+def engine_config_text(path: Path, variables: Mapping[str, Any] | None = None) -> str:
+    """An endpoint YAML rendered as a config template with ``variables``, as an endpoint would.
+
+    A file without template syntax comes back as it is; `ConfigError` names the file.
+    """
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the endpoint YAML ({exc.strerror})") from exc
+    try:
+        return render(path, text, variables or {})
+    except MissingVariables as exc:
+        raise ConfigError(f"{path}: {exc}; give them in the site's user_endpoint_config") from exc
+    except TemplateError as exc:
+        line = f" (line {exc.line})" if exc.line else ""
+        raise ConfigError(f"{path}{line}: {exc}") from exc
+
+
+def load_engine(path: Path, variables: Mapping[str, Any] | None = None) -> GlobusComputeEngineBase:
+    """Build (not start) the engine an endpoint YAML describes; `ConfigError` names the file."""
+    text = engine_config_text(path, variables)
     try:
         config = load_config_yaml(text)
     except click.ClickException as exc:

@@ -9,7 +9,7 @@ exactly as they would from the cloud to a real endpoint.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,10 +45,17 @@ class LocalBackend:
 
     polled = True
 
-    def __init__(self, name: str, endpoint_yaml: Path) -> None:
-        """Prepare the site ``name`` from ``endpoint_yaml``; nothing starts until `start`."""
+    def __init__(
+        self, name: str, endpoint_yaml: Path, variables: Mapping[str, Any] | None = None
+    ) -> None:
+        """Prepare the site ``name``; nothing starts until `start`.
+
+        ``endpoint_yaml`` is rendered as a config template with ``variables`` (the site's
+        ``user_endpoint_config``), as a template-capable endpoint would render it.
+        """
         self.name = name
         self.endpoint_yaml = endpoint_yaml
+        self.variables = dict(variables or {})
         self.endpoint_id = str(uuid.uuid4())
         self._serializer = ComputeSerializer()
         self._functions: dict[str, str] = {}
@@ -63,7 +70,7 @@ class LocalBackend:
         Its state is read by polling `status`, so ``on_status`` is not needed.
         """
         try:
-            engine = load_engine(self.endpoint_yaml)
+            engine = load_engine(self.endpoint_yaml, self.variables)
         except ConfigError as exc:
             raise ConfigError(f"site {self.name!r}: {exc}") from exc
         prepare_worker_environment()

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from colmena_fed.backends.engine import load_engine
+from colmena_fed.backends.engine import engine_config_text, load_engine
 from colmena_fed.backends.globus import make_client
 from colmena_fed.sites import GlobusConfig
 from colmena_fed.testbed.broker import Broker
@@ -79,7 +79,7 @@ class Testbed:
                 self._yamls[name] = Path(path).resolve()
                 daemon = EndpointDaemon(
                     name,
-                    Path(path).read_text(),
+                    engine_config_text(Path(path)),
                     creds,
                     self.directory / "endpoints",
                     heartbeat_period=self.heartbeat_period,
@@ -216,7 +216,7 @@ class Testbed:
 
 def slots_of(endpoint_yaml: Path) -> dict[str, int]:
     """Slots an endpoint offers: one ``gpu`` per accelerator, else one ``cpu`` per worker."""
-    engine = (yaml.safe_load(endpoint_yaml.read_text()) or {}).get("engine", {})
+    engine = (yaml.safe_load(engine_config_text(endpoint_yaml)) or {}).get("engine", {})
     accelerators = engine.get("available_accelerators")
     if accelerators:
         count = accelerators if isinstance(accelerators, int) else len(accelerators)

@@ -1,0 +1,117 @@
+"""``colmena-fed sites status``: every site of a federation, as its endpoint reports it.
+
+The sites are reached exactly as a campaign reaches them: a task server with no methods starts
+each site (a ``local`` site's engine in this process; a ``globus`` site through the Globus
+Compute service) and polls its status, so what this shows is what the scheduler would see.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from colmena_fed.backends import SiteStatus
+from colmena_fed.data import DataConfig
+from colmena_fed.queues import TaskQueues
+from colmena_fed.server import TaskServer
+from colmena_fed.sites import SitesConfig
+
+
+def status_server(sites: SitesConfig, run_dir: Path) -> TaskServer:
+    """A task server that only watches ``sites``: no methods, no data stores, no static map.
+
+    Engine logs of local sites go under ``run_dir``.
+    """
+    watched = sites.model_copy(
+        update={
+            "scheduler": sites.scheduler.model_copy(update={"static": {}}),
+            "data": DataConfig(),
+        }
+    )
+    return TaskServer(TaskQueues(), watched, methods=[], run_dir=run_dir)
+
+
+def wait_for_workers(server: TaskServer, timeout: float) -> None:
+    """Wait up to ``timeout`` s until every online ``local`` site has connected workers.
+
+    A local engine reports itself online before its first workers connect (a few seconds);
+    without this wait its first row would say 0 workers.
+    """
+    deadline = time.monotonic() + timeout
+    local = [n for n, s in server.config.sites.items() if s.backend == "local"]
+    while time.monotonic() < deadline:
+        sites, _ = server.snapshot()
+        starting = [n for n in local if sites[n].status.online and not sites[n].status.workers]
+        if not starting:
+            return
+        time.sleep(0.2)
+
+
+def site_rows(server: TaskServer) -> list[dict[str, Any]]:
+    """One plain record per site (what ``--json`` prints)."""
+    sites, _ = server.snapshot()
+    return [_row(server, name, counts.status) for name, counts in sites.items()]
+
+
+def _row(server: TaskServer, name: str, status: SiteStatus) -> dict[str, Any]:
+    site = server.config.sites[name]
+    where = str(site.local) if site.local is not None else str(site.endpoint or "")
+    return {
+        "site": name,
+        "backend": site.backend,
+        "endpoint": where,
+        "online": status.online,
+        "detail": status.detail,
+        "workers": status.workers,
+        "idle_workers": status.idle_workers,
+        "pending_tasks": status.pending_tasks,
+        "in_flight_tasks": status.outstanding_tasks,
+        "slots": dict(site.resources),
+        "status_time": _iso(status.updated),
+    }
+
+
+def status_table(rows: list[dict[str, Any]]) -> Table:
+    """The rows as a rich table."""
+    table = Table(title="colmena-fed sites")
+    for column in ("site", "backend", "status", "workers idle/total", "pending", "in flight"):
+        table.add_column(
+            column, justify="right" if " " in column or column == "pending" else "left"
+        )
+    table.add_column("slots")
+    table.add_column("status time")
+    for row in rows:
+        state = "[green]online[/]" if row["online"] else f"[red]offline[/] {row['detail']}"
+        workers = "-" if row["workers"] is None else f"{row['idle_workers']}/{row['workers']}"
+        table.add_row(
+            row["site"],
+            row["backend"],
+            state,
+            workers,
+            _count(row["pending_tasks"]),
+            _count(row["in_flight_tasks"]),
+            ", ".join(f"{n} {kind}" for kind, n in row["slots"].items()),
+            row["status_time"].replace("T", " "),
+        )
+    return table
+
+
+def refreshes(server: TaskServer, period: float) -> Iterator[list[dict[str, Any]]]:
+    """The site rows now, then again every ``period`` seconds, for ever."""
+    while True:
+        yield site_rows(server)
+        time.sleep(period)
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _iso(timestamp: float) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp).astimezone()
+    return moment.isoformat(timespec="seconds")

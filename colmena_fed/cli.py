@@ -199,7 +199,7 @@ def sites() -> None:
     "--wait",
     default=60.0,
     show_default=True,
-    help="Seconds to wait for local sites' first workers before the first report.",
+    help="Seconds to wait for the first workers of sites that keep a block running.",
 )
 def status(sites_path: Path, watch: bool, interval: float, as_json: bool, wait: float) -> None:
     """Show each site of SITES: online, workers, tasks queued and running there, slots.

@@ -37,19 +37,22 @@ def status_server(sites: SitesConfig, run_dir: Path) -> TaskServer:
 
 
 def wait_for_workers(server: TaskServer, timeout: float) -> None:
-    """Wait up to ``timeout`` s until every online ``local`` site has connected workers.
+    """Wait up to ``timeout`` s until every online site that keeps a block has its workers.
 
-    A local engine reports itself online before its first workers connect (a few seconds);
-    without this wait its first row would say 0 workers.
+    An endpoint reports itself online before the workers of its first block connect (seconds
+    on this machine, a queue wait on a cluster); without this wait a site whose provider keeps
+    ``min_blocks`` running would first show 0 workers. Sites scaled to zero are not waited for.
     """
     deadline = time.monotonic() + timeout
-    local = [n for n, s in server.config.sites.items() if s.backend == "local"]
     while time.monotonic() < deadline:
         sites, _ = server.snapshot()
-        starting = [n for n in local if sites[n].status.online and not sites[n].status.workers]
-        if not starting:
+        if not any(_block_due(counts.status) for counts in sites.values()):
             return
         time.sleep(0.2)
+
+
+def _block_due(status: SiteStatus) -> bool:
+    return status.online and not status.workers and bool(status.raw.get("min_blocks"))
 
 
 def site_rows(server: TaskServer) -> list[dict[str, Any]]:

@@ -1,0 +1,120 @@
+"""`colmena-fed sites status`, run as a user runs it, on local sites and on the testbed's."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psutil
+import yaml
+from conftest import ENDPOINTS, RunningTestbed, colmena_fed
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "colmena-fed")
+
+
+def status_processes() -> list[psutil.Process]:
+    """Engine processes started by a status command (their run directory is its temporary one)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if "colmena-fed-status-" in " ".join(process.info["cmdline"] or []):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def templated_site(tmp_path: Path, variables: dict[str, int] | None) -> Path:
+    """A local site whose endpoint YAML takes its worker count from a template variable."""
+    text = (ENDPOINTS / "local-cpu.yaml").read_text()
+    endpoint = tmp_path / "templated.yaml"
+    endpoint.write_text(
+        text.replace("max_workers_per_node: 2", "max_workers_per_node: {{ workers }}")
+    )
+    site: dict[str, object] = {"local": str(endpoint), "resources": {"cpu": 3}}
+    if variables is not None:
+        site["user_endpoint_config"] = variables
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(yaml.safe_dump({"sites": {"templated": site}}))
+    return sites
+
+
+def test_the_example_sites_are_shown_online_with_their_workers() -> None:
+    run = colmena_fed("sites", "status", "--sites", str(REPO / "examples" / "sites.yaml"))
+    assert run.returncode == 0, run.stderr
+    rows = {line.split()[1]: line for line in run.stdout.splitlines() if "-site" in line}
+    assert set(rows) == {"cpu-site", "gpu-site"}
+    for name, workers, slots in (("cpu-site", "2/2", "2 cpu"), ("gpu-site", "1/1", "1 gpu")):
+        cells = [cell.strip() for cell in rows[name].split("│")]
+        assert cells[2:5] == ["local", "online", workers], rows[name]
+        assert slots in cells, rows[name]
+    assert not status_processes()
+
+
+def test_watch_json_renders_a_template_with_the_sites_variables(tmp_path: Path) -> None:
+    sites = templated_site(tmp_path, {"workers": 1})
+    command = [
+        CLI,
+        "sites",
+        "status",
+        "--sites",
+        str(sites),
+        "--watch",
+        "--json",
+        "--interval",
+        "0.2",
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as watch:
+        assert watch.stdout is not None
+        reports = [json.loads(watch.stdout.readline()) for _ in range(2)]
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    for report in reports:
+        (row,) = report["sites"]
+        assert row["site"] == "templated"
+        assert row["backend"] == "local"
+        assert row["online"] is True
+        assert (row["workers"], row["idle_workers"]) == (1, 1)
+        assert (row["pending_tasks"], row["in_flight_tasks"]) == (0, 0)
+        assert row["slots"] == {"cpu": 3}
+        assert datetime.datetime.fromisoformat(row["status_time"]).tzinfo is not None
+    assert not status_processes()
+
+
+def test_a_template_variable_the_site_does_not_give_is_named(tmp_path: Path) -> None:
+    sites = templated_site(tmp_path, None)
+    run = colmena_fed("sites", "status", "--sites", str(sites))
+    assert run.returncode == 1
+    assert str(tmp_path / "templated.yaml") in run.stderr
+    assert "'workers'" in run.stderr
+    assert "user_endpoint_config" in run.stderr
+
+
+def test_globus_sites_show_their_endpoints_and_an_unknown_one_is_offline(
+    testbed: RunningTestbed, tmp_path: Path
+) -> None:
+    config = yaml.safe_load((testbed.directory / "sites.yaml").read_text())
+    unknown = str(uuid.uuid4())
+    config["sites"]["nowhere"] = {"endpoint": unknown, "resources": {"cpu": 1}}
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(yaml.safe_dump(config))
+    run = colmena_fed("sites", "status", "--sites", str(sites), "--json")
+    assert run.returncode == 1, run.stderr
+    rows = {row["site"]: row for row in json.loads(run.stdout)["sites"]}
+    for name, endpoint_id in testbed.endpoints.items():
+        row = next(r for r in rows.values() if r["endpoint"] == endpoint_id)
+        assert row["backend"] == "globus", name
+        assert row["online"] is True, row
+        assert row["workers"] >= 1, row
+    assert rows["nowhere"]["online"] is False
+    assert rows["nowhere"]["endpoint"] == unknown
+    assert rows["nowhere"]["detail"]

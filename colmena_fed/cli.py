@@ -98,6 +98,15 @@ def build_campaign(factory: Factory, queues: TaskQueues) -> tuple[BaseThinker, l
     return thinker, list(methods)
 
 
+sites_option = click.option(
+    "--sites",
+    "sites_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The sites YAML describing the federation.",
+)
+
+
 def _load_sites(path: Path, command: str) -> SitesConfig:
     """The sites YAML at ``path``; a simulated federation is refused (it runs from Python)."""
     try:
@@ -125,13 +134,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("campaign")
-@click.option(
-    "--sites",
-    "sites_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The sites YAML describing the federation.",
-)
+@sites_option
 @click.option(
     "--run-dir",
     type=click.Path(path_type=Path),
@@ -183,13 +186,7 @@ def sites() -> None:
 
 
 @sites.command(name="status")
-@click.option(
-    "--sites",
-    "sites_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The sites YAML describing the federation.",
-)
+@sites_option
 @click.option("--watch", is_flag=True, help="Refresh until Ctrl+C.")
 @click.option(
     "--interval", default=2.0, show_default=True, help="Seconds between refreshes (--watch)."

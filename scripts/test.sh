@@ -22,4 +22,4 @@ fi
 .venv/bin/ruff check colmena_fed tests bench examples
 .venv/bin/ruff format --check colmena_fed tests bench examples
 .venv/bin/mypy
-exec .venv/bin/python -m pytest --cov=colmena_fed --cov-report=term-missing:skip-covered "$@"
+exec .venv/bin/python -m pytest --cov=colmena_fed --cov-report=term-missing:skip-covered --durations=25 "$@"

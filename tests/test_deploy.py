@@ -19,6 +19,17 @@ SCRIPT = REPO / "deploy" / "install-endpoint.sh"
 VENV = Path(sys.executable).parent.parent
 POLARIS = REPO / "endpoints" / "polaris.yaml"
 VARS = ["--var", "account=MYPROJ", "--var", "worker_init=module load conda"]
+#: Polaris with a ProxyStore endpoint and systemd units.
+EVERYTHING = [
+    "--name",
+    "polaris",
+    "--config",
+    str(POLARIS),
+    *VARS,
+    "--proxystore",
+    "ps-polaris",
+    "--systemd",
+]
 
 
 def install(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -42,18 +53,7 @@ def files_under(directory: Path) -> dict[str, str]:
 
 
 def test_dry_run_prints_every_step_and_changes_nothing(tmp_path: Path) -> None:
-    run = install(
-        tmp_path,
-        "--name",
-        "polaris",
-        "--config",
-        str(POLARIS),
-        *VARS,
-        "--proxystore",
-        "ps-polaris",
-        "--systemd",
-        "--dry-run",
-    )
+    run = install(tmp_path, *EVERYTHING, "--dry-run")
     assert run.returncode == 0, run.stderr
     out = run.stdout
     assert f"{POLARIS}: ok" in out
@@ -112,18 +112,7 @@ def test_a_config_that_does_not_validate_is_not_installed(tmp_path: Path) -> Non
 def test_install_configures_a_template_capable_endpoint_and_force_replaces_its_template(
     tmp_path: Path,
 ) -> None:
-    run = install(
-        tmp_path,
-        "--name",
-        "polaris",
-        "--config",
-        str(POLARIS),
-        *VARS,
-        "--proxystore",
-        "ps-polaris",
-        "--systemd",
-        "--no-start",
-    )
+    run = install(tmp_path, *EVERYTHING, "--no-start")
     assert run.returncode == 0, run.stderr + run.stdout
     endpoint = tmp_path / ".globus_compute" / "polaris"
     assert (endpoint / "user_config_template.yaml.j2").read_text() == POLARIS.read_text()

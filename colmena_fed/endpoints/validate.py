@@ -123,39 +123,38 @@ def _missing(
 
 def _unknown_keys(path: Path, data: dict[str, Any]) -> Iterator[Problem]:
     """Keys no constructor takes, each with the closest key it does take."""
-    top = _parameters(UserEndpointConfig) | _parameters(BaseConfig)
-    yield from _extra(path, "", data, top)
+    yield from _extra(path, "", data, _parameters(UserEndpointConfig) | _parameters(BaseConfig))
     engine = data.get("engine")
     if not isinstance(engine, dict):
         return
-    engine_class = _typed(path, "engine", engine, globus_compute_endpoint.engines, "engine")
-    if isinstance(engine_class, Problem):
-        yield engine_class
-    elif engine["type"] in _ENGINE_EXECUTORS:
-        executor = _ENGINE_EXECUTORS[engine["type"]]
-        yield from _extra(path, "engine", engine, _parameters(engine_class) | _parameters(executor))
-    provider = engine.get("provider")
-    if not isinstance(provider, dict):
-        return
-    provider_class = _typed(path, "engine.provider", provider, parsl.providers, "provider")
-    if isinstance(provider_class, Problem):
-        yield provider_class
-    else:
-        yield from _extra(path, "engine.provider", provider, _parameters(provider_class))
-    launcher = provider.get("launcher")
-    if isinstance(launcher, dict):
-        found = _typed(path, "engine.provider.launcher", launcher, parsl.launchers, "launcher")
-        if isinstance(found, Problem):
-            yield found
-        else:
-            yield from _extra(path, "engine.provider.launcher", launcher, _parameters(found))
+    yield from _block(path, "engine", engine, globus_compute_endpoint.engines, "engine")
     address = engine.get("address")
     if isinstance(address, dict):
-        found = _typed(path, "engine.address", address, parsl.addresses, "address function")
-        if isinstance(found, Problem):
-            yield found
-        else:
-            yield from _extra(path, "engine.address", address, _parameters(found))
+        yield from _block(path, "engine.address", address, parsl.addresses, "address function")
+    provider = engine.get("provider")
+    if isinstance(provider, dict):
+        yield from _block(path, "engine.provider", provider, parsl.providers, "provider")
+        launcher = provider.get("launcher")
+        if isinstance(launcher, dict):
+            field = "engine.provider.launcher"
+            yield from _block(path, field, launcher, parsl.launchers, "launcher")
+
+
+def _block(
+    path: Path, field: str, block: dict[str, Any], module: Any, kind: str
+) -> Iterator[Problem]:
+    """The problem with a typed block's ``type``, or else its unknown keys."""
+    found = _typed(path, field, block, module, kind)
+    if isinstance(found, Problem):
+        yield found
+        return
+    known = _parameters(found)
+    if field == "engine":
+        executor = _ENGINE_EXECUTORS.get(block["type"])
+        if executor is None:  # other engines take keywords this module does not list
+            return
+        known |= _parameters(executor)
+    yield from _extra(path, field, block, known)
 
 
 def _typed(

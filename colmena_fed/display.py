@@ -8,6 +8,7 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from colmena_fed.server import TaskServer
@@ -23,7 +24,7 @@ def site_table(server: TaskServer, title: str = "colmena-fed") -> Table:
     table.add_column("methods run")
     for name, counts in sites.items():
         status = counts.status
-        state = "[green]online[/]" if status.online else f"[red]offline[/] {status.detail}"
+        state = "[green]online[/]" if status.online else f"[red]offline[/] {escape(status.detail)}"
         workers = f"{status.idle_workers}/{status.workers}" if status.workers is not None else "-"
         slots = ", ".join(f"{n} {k}" for k, n in server.config.sites[name].resources.items())
         methods = ", ".join(f"{m} x{n}" for m, n in sorted(counts.by_method.items()))

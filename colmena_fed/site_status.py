@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from colmena_fed.backends import SiteStatus
@@ -89,7 +90,7 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
     table.add_column("slots")
     table.add_column("status time")
     for row in rows:
-        state = "[green]online[/]" if row["online"] else f"[red]offline[/] {row['detail']}"
+        state = "[green]online[/]" if row["online"] else f"[red]offline[/] {escape(row['detail'])}"
         workers = "-" if row["workers"] is None else f"{row['idle_workers']}/{row['workers']}"
         table.add_row(
             row["site"],

@@ -9,12 +9,13 @@
 #   2. `colmena-fed endpoints validate` on the chosen endpoints/ file, with the --var values;
 #   3. `globus-compute-endpoint configure NAME --template-config FILE`: the file becomes the
 #      endpoint's config template, rendered with each campaign's user_endpoint_config;
-#   4. optionally a ProxyStore endpoint (--proxystore NAME);
+#   4. optionally a ProxyStore endpoint (--proxystore NAME) on a relay (--proxystore-relay);
 #   5. optionally systemd user units that keep both running (--systemd);
-#   6. `globus-compute-endpoint login` if needed, then start (unless --no-start).
+#   6. `globus-compute-endpoint login` if needed, then start, or restart (unless --no-start).
 # An existing endpoint (or ProxyStore endpoint, or unit file) is never overwritten without
-# --force; with --force the endpoint keeps its UUID and only its config template is replaced,
-# the old one kept beside it. --dry-run prints every command and file and changes nothing.
+# --force; with --force the endpoint keeps its UUID, only its config template is replaced (the
+# old one kept beside it), and the endpoint is restarted so that the new template is used.
+# --dry-run prints every command and file and changes nothing.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,9 +32,12 @@ usage: $0 --name NAME --config FILE [options]
   --venv DIR            environment to create or reuse (default: ~/.colmena-fed/endpoint-venv)
   --proxystore NAME     also configure a ProxyStore endpoint NAME
   --proxystore-port N   its port (default 8765)
+  --proxystore-relay A  its relay (default wss://relay.proxystore.dev, which needs a Globus
+                        login: proxystore-globus-auth login)
   --systemd             install systemd user units that keep the endpoint(s) running
   --no-start            configure only; start nothing
   --force               replace an existing endpoint's config template, or unit files
+  --upgrade             reinstall colmena-fed from this checkout into an existing --venv
   --dry-run             print what would be done; change nothing
 EOF
 }
@@ -41,7 +45,8 @@ EOF
 die() { echo "install-endpoint: $*" >&2; exit 1; }
 
 NAME="" CONFIG="" VENV="$HOME/.colmena-fed/endpoint-venv" PS_NAME="" PS_PORT=8765
-SYSTEMD=0 START=1 FORCE=0 DRY=0
+PS_RELAY="wss://relay.proxystore.dev"
+SYSTEMD=0 START=1 FORCE=0 DRY=0 UPGRADE=0
 VARS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -51,9 +56,11 @@ while [ $# -gt 0 ]; do
     --venv) VENV="${2:?--venv needs a directory}"; shift 2 ;;
     --proxystore) PS_NAME="${2:?--proxystore needs a name}"; shift 2 ;;
     --proxystore-port) PS_PORT="${2:?--proxystore-port needs a port}"; shift 2 ;;
+    --proxystore-relay) PS_RELAY="${2:?--proxystore-relay needs an address}"; shift 2 ;;
     --systemd) SYSTEMD=1; shift ;;
     --no-start) START=0; shift ;;
     --force) FORCE=1; shift ;;
+    --upgrade) UPGRADE=1; shift ;;
     --dry-run) DRY=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
@@ -65,6 +72,7 @@ done
 [[ "$NAME" =~ ^[A-Za-z0-9._-]+$ ]] || die "--name: use letters, digits, '.', '_' or '-'"
 CONFIG="$(cd "$(dirname "$CONFIG")" && pwd)/$(basename "$CONFIG")"
 case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
+[[ "$VENV" != *[[:space:]]* ]] || die "--venv: a path without spaces, please (it goes into unit files)"
 
 GC_HOME="${GLOBUS_COMPUTE_USER_DIR:-$HOME/.globus_compute}"
 EP_DIR="$GC_HOME/$NAME"
@@ -93,8 +101,13 @@ write_file() {
 }
 
 # Everything that could refuse is checked before anything changes.
-if [ -d "$EP_DIR" ] && [ "$FORCE" -eq 0 ]; then
-  die "endpoint '$NAME' already exists ($EP_DIR); --force replaces its config template (it keeps its UUID)"
+EXISTED=0
+if [ -d "$EP_DIR" ]; then
+  EXISTED=1
+  [ "$FORCE" -eq 1 ] \
+    || die "endpoint '$NAME' already exists ($EP_DIR); --force replaces its config template (it keeps its UUID)"
+  ! grep -q '^engine:' "$EP_DIR/config.yaml" 2>/dev/null \
+    || die "endpoint '$NAME' is not template-capable (its config.yaml has an engine); run 'globus-compute-endpoint migrate-to-template-capable $NAME' first"
 fi
 if [ -n "$PS_NAME" ] && [ -d "$PS_HOME/$PS_NAME" ] && [ "$FORCE" -eq 0 ]; then
   die "ProxyStore endpoint '$PS_NAME' already exists ($PS_HOME/$PS_NAME); --force keeps it as it is"
@@ -110,8 +123,8 @@ installed=""
 if [ -x "$VENV/bin/python" ]; then
   installed="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("globus-compute-endpoint"))' 2>/dev/null || true)"
 fi
-if [ "$installed" = "$ENDPOINT_VERSION" ] && [ -x "$VENV/bin/colmena-fed" ]; then
-  echo "globus-compute-endpoint $installed and colmena-fed already installed"
+if [ "$installed" = "$ENDPOINT_VERSION" ] && [ -x "$VENV/bin/colmena-fed" ] && [ "$UPGRADE" -eq 0 ]; then
+  echo "globus-compute-endpoint $installed and colmena-fed already installed (--upgrade reinstalls colmena-fed)"
 else
   [ -x "$VENV/bin/python" ] || run python3 -m venv "$VENV"
   run "$VENV/bin/python" -m pip install --upgrade pip
@@ -120,13 +133,15 @@ fi
 
 echo "== 2. validate $CONFIG"
 var_args=()
-for v in "${VARS[@]}"; do var_args+=(--var "$v"); done
+for v in ${VARS[@]+"${VARS[@]}"}; do var_args+=(--var "$v"); done
 if [ -x "$VENV/bin/colmena-fed" ]; then
-  echo "+ $(printf '%q ' colmena-fed endpoints validate "$CONFIG" "${var_args[@]}")"
-  "$VENV/bin/colmena-fed" endpoints validate "$CONFIG" "${var_args[@]}" \
+  echo "+ $(printf '%q ' colmena-fed endpoints validate "$CONFIG" ${var_args[@]+"${var_args[@]}"})"
+  "$VENV/bin/colmena-fed" endpoints validate "$CONFIG" ${var_args[@]+"${var_args[@]}"} \
     || die "fix the problems above (or give the missing --var values) and run again"
-else
+elif [ "$DRY" -eq 1 ]; then
   echo "(dry run: validation needs the environment installed)"
+else
+  die "colmena-fed is missing from $VENV after installing it"
 fi
 
 echo "== 3. endpoint '$NAME' in $EP_DIR"
@@ -140,11 +155,12 @@ else
 fi
 
 if [ -n "$PS_NAME" ]; then
-  echo "== 4. ProxyStore endpoint '$PS_NAME' on port $PS_PORT"
+  echo "== 4. ProxyStore endpoint '$PS_NAME' on port $PS_PORT, relay $PS_RELAY"
   if [ -d "$PS_HOME/$PS_NAME" ]; then
     echo "already configured: $PS_HOME/$PS_NAME (kept as it is)"
   else
-    run "$VENV/bin/proxystore-endpoint" configure "$PS_NAME" --port "$PS_PORT" --persist
+    run "$VENV/bin/proxystore-endpoint" configure "$PS_NAME" --port "$PS_PORT" \
+      --relay-address "$PS_RELAY" --persist
   fi
 fi
 
@@ -158,6 +174,7 @@ After=network-online.target
 [Service]
 Type=simple
 Environment=PATH=$VENV/bin:/usr/local/bin:/usr/bin:/bin
+Environment=GLOBUS_COMPUTE_USER_DIR=$GC_HOME
 ExecStart=$VENV/bin/globus-compute-endpoint start $NAME
 Restart=always
 RestartSec=30
@@ -173,6 +190,7 @@ After=network-online.target
 
 [Service]
 Type=simple
+Environment=PROXYSTORE_HOME=$PS_HOME
 ExecStart=$VENV/bin/proxystore-endpoint start $PS_NAME --no-detach
 Restart=always
 RestartSec=30
@@ -186,10 +204,16 @@ fi
 if [ "$START" -eq 1 ]; then
   echo "== 6. log in and start"
   run "$VENV/bin/globus-compute-endpoint" login
+  if [ -n "$PS_NAME" ] && [ "$PS_RELAY" = "wss://relay.proxystore.dev" ]; then
+    run "$VENV/bin/proxystore-globus-auth" login
+  fi
   if [ "$SYSTEMD" -eq 1 ]; then
     run systemctl --user daemon-reload
     run systemctl --user enable --now "$EP_UNIT" ${PS_NAME:+"$PS_UNIT"}
+    # A running endpoint keeps its user endpoints, and their old configuration, until restarted.
+    [ "$EXISTED" -eq 0 ] || run systemctl --user restart "$EP_UNIT"
   else
+    [ "$EXISTED" -eq 0 ] || run "$VENV/bin/globus-compute-endpoint" stop "$NAME" || true
     run "$VENV/bin/globus-compute-endpoint" start "$NAME" --detach
     [ -z "$PS_NAME" ] || run "$VENV/bin/proxystore-endpoint" start "$PS_NAME" --detach
   fi
@@ -209,7 +233,7 @@ echo "    resources: {cpu: 1}  # edit: slots by kind, e.g. {gpu: 4} for one node
 if [ "${#VARS[@]}" -gt 0 ]; then
   echo "    user_endpoint_config:"
   # Each value as `endpoints validate --var` reads it: JSON where it is JSON, else a string.
-  python3 - "${VARS[@]}" <<'EOF'
+  python3 - ${VARS[@]+"${VARS[@]}"} <<'EOF'
 import json
 import sys
 
@@ -221,5 +245,8 @@ for item in sys.argv[1:]:
         value = text
     print(f"      {key}: {json.dumps(value)}")
 EOF
+fi
+if [ -n "$PS_NAME" ] && [ -f "$PS_HOME/$PS_NAME/config.toml" ]; then
+  echo "ProxyStore endpoint $PS_NAME, for the data: section of the sites YAML: $(sed -n 's/^uuid = "\(.*\)"/\1/p' "$PS_HOME/$PS_NAME/config.toml")"
 fi
 if [ "$DRY" -eq 1 ]; then echo "(dry run: nothing was changed)"; fi

@@ -61,7 +61,11 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path: Path) -> None:
         f"+ {VENV}/bin/globus-compute-endpoint configure polaris --multi-user false "
         f"--display-name polaris --template-config {POLARIS}"
     ) in out
-    assert f"+ {VENV}/bin/proxystore-endpoint configure ps-polaris --port 8765 --persist" in out
+    assert (
+        f"+ {VENV}/bin/proxystore-endpoint configure ps-polaris --port 8765 "
+        "--relay-address wss://relay.proxystore.dev --persist"
+    ) in out
+    assert f"+ {VENV}/bin/proxystore-globus-auth login" in out
     unit_dir = tmp_path / ".config" / "systemd" / "user"
     assert f"+ write {unit_dir}/colmena-fed-endpoint-polaris.service" in out
     assert f"ExecStart={VENV}/bin/globus-compute-endpoint start polaris" in out
@@ -151,3 +155,23 @@ def test_install_configures_a_template_capable_endpoint_and_force_replaces_its_t
     backups = list(endpoint.glob("user_config_template.yaml.j2.bak-*"))
     assert [b.read_text() for b in backups] == [POLARIS.read_text()]
     assert (endpoint / "config.yaml").read_text() == core
+
+    restart = install(
+        tmp_path, "--name", "polaris", "--config", str(frontier), *VARS, "--force", "--dry-run"
+    )
+    assert restart.returncode == 0, restart.stderr
+    stop = f"+ {VENV}/bin/globus-compute-endpoint stop polaris"
+    start = f"+ {VENV}/bin/globus-compute-endpoint start polaris --detach"
+    assert stop in restart.stdout
+    assert restart.stdout.index(stop) < restart.stdout.index(start)
+
+
+def test_force_refuses_an_endpoint_that_is_not_template_capable(tmp_path: Path) -> None:
+    config = tmp_path / ".globus_compute" / "old" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("engine:\n  type: GlobusComputeEngine\n")
+    run = install(tmp_path, "--name", "old", "--config", str(POLARIS), *VARS, "--force")
+    assert run.returncode == 1
+    assert "not template-capable" in run.stderr
+    assert "migrate-to-template-capable old" in run.stderr
+    assert files_under(tmp_path) == {".globus_compute/old/config.yaml": config.read_text()}

@@ -115,9 +115,40 @@ def test_every_unknown_key_is_reported_at_once(tmp_path: Path) -> None:
     assert fields == ["engine.max_wokers_per_node", "engine.provider.acount"]
 
 
-def test_an_empty_account_means_the_scheduler_needs_none(tmp_path: Path) -> None:
-    path = REPO / "endpoints" / "slurm.yaml"
-    assert validate(path, {**SITE_VARS, "account": ""}) == []
+@pytest.mark.parametrize("name", ["slurm", "pbs"])
+def test_a_null_account_means_the_scheduler_needs_none(name: str) -> None:
+    path = REPO / "endpoints" / f"{name}.yaml"
+    assert validate(path, {**SITE_VARS, "account": None}) == []
+
+
+def test_an_empty_account_is_refused_because_pbs_would_pass_it_on() -> None:
+    path = REPO / "endpoints" / "pbs.yaml"
+    (problem,) = validate(path, {**SITE_VARS, "account": ""})
+    assert problem.field == "engine.provider.account"
+    assert "write account: null for none" in problem.message
+
+
+def test_accelerators_given_as_a_string_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "string.yaml"
+    path.write_text(
+        "engine:\n  type: GlobusComputeEngine\n  max_workers_per_node: 3\n"
+        "  available_accelerators: '0,1'\n  provider:\n    type: LocalProvider\n"
+    )
+    (problem,) = validate(path, {})
+    assert problem.field == "engine.available_accelerators"
+    assert "one accelerator per character" in problem.message
+
+
+def test_a_file_without_template_syntax_is_used_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "plain.yaml"
+    text = (
+        (REPO / "endpoints" / "local-cpu.yaml")
+        .read_text()
+        .replace("    max_blocks: 1", "    max_blocks: 1\n    worker_init: 'echo ${#ARGS[@]}'")
+    )
+    path.write_text(text)
+    assert render(path, text, {}) == text
+    assert validate(path, {}) == []
 
 
 def test_template_values_are_read_as_json_where_they_are_json() -> None:
@@ -142,11 +173,15 @@ def test_template_values_are_read_as_json_where_they_are_json() -> None:
     assert engine["provider"]["walltime"] == "02:00:00"
 
 
-def test_a_malformed_var_is_refused_naming_the_option() -> None:
-    run = colmena_fed("endpoints", "validate", str(SHIPPED[0]), "--var", "account")
+@pytest.mark.parametrize(
+    ("var", "message"),
+    [("account", "expected NAME=VALUE"), ('ids=["0", "1"]', "must be a string, number")],
+)
+def test_a_malformed_var_is_refused_naming_the_option(var: str, message: str) -> None:
+    run = colmena_fed("endpoints", "validate", str(SHIPPED[0]), "--var", var)
     assert run.returncode == 2
     assert "--var" in run.stderr
-    assert "expected NAME=VALUE" in run.stderr
+    assert message in run.stderr
 
 
 def test_a_missing_file_is_one_problem_among_good_files(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ from globus_compute_sdk.sdk.batch import create_user_runtime
 
 from colmena_fed.errors import ConfigError
 
+#: What makes a file a template. A lone ``{#`` is not enough: shell's ``${#ARRAY[@]}`` has one.
+_TEMPLATE_SYNTAX = re.compile(r"\{\{|\{%")
 _UNDEFINED = re.compile(r"^'([A-Za-z_][A-Za-z0-9_]*)' is undefined$")
 
 
@@ -52,25 +54,36 @@ class MissingVariables(TemplateError):
 def parse_variable(text: str) -> tuple[str, Any]:
     """``NAME=VALUE`` as a template variable.
 
-    VALUE is read as JSON where it is JSON (``4``, ``true``, ``["0", "1"]``), as a user's
-    ``user_endpoint_config`` would carry it, and as a string otherwise (``01:00:00``).
+    VALUE is read as JSON where it is JSON (``4``, ``true``, ``null``), as a user's
+    ``user_endpoint_config`` would carry it, and as a string otherwise (``01:00:00``). Lists and
+    mappings are refused: the endpoint's renderer quotes each of their strings again, so they
+    cannot be written into a configuration.
     """
     name, sep, value = text.partition("=")
     name = name.strip()
     if not sep or not name.isidentifier():
         raise ConfigError(f"{text!r}: expected NAME=VALUE, NAME a template variable name")
     try:
-        return name, json.loads(value)
+        parsed = json.loads(value)
     except json.JSONDecodeError:
         return name, value
+    if isinstance(parsed, (list, dict)):
+        raise ConfigError(
+            f"{text!r}: a template variable must be a string, number, true/false or null; the "
+            "endpoint quotes each string inside a list or mapping again"
+        )
+    return name, parsed
 
 
 def render(path: Path, text: str, variables: Mapping[str, Any]) -> str:
     """Render the template ``text`` (read from ``path``) with ``variables``.
 
-    Raises `MissingVariables` naming every variable that is used with no value and no default,
-    and `TemplateError` for anything else the renderer refuses.
+    Text without template syntax comes back unchanged. Raises `MissingVariables` naming every
+    variable that is used with no value and no default, and `TemplateError` for anything else
+    the renderer refuses.
     """
+    if not _TEMPLATE_SYNTAX.search(text):
+        return text
     missing: list[str] = []
     values = dict(variables)
     while True:
@@ -118,8 +131,13 @@ def _undefined_name(exc: jinja2.UndefinedError) -> str | None:
 
 def _this_user() -> MappedPosixIdentity:
     """The identity a single-user endpoint maps every task to: the user running it."""
+    try:
+        record = pwd.getpwuid(os.getuid())
+    except KeyError:  # a container user with no passwd entry
+        home = os.path.expanduser("~")
+        record = pwd.struct_passwd(("", "x", os.getuid(), os.getgid(), "", home, "/bin/sh"))
     return MappedPosixIdentity(
-        local_user_record=pwd.getpwuid(os.getuid()),
+        local_user_record=record,
         matched_identity=uuid.UUID(int=0),
         globus_identity_candidates=[],
     )

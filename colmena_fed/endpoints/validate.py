@@ -42,7 +42,7 @@ _ENGINE_EXECUTORS: dict[str, type] = {
 _GPU_REQUEST = re.compile(r"ngpus=|--gpus|--gres[= ]\S*gpu|(?:^|\s)-G\s|--constraint[= ]\S*gpu")
 
 #: Launchers that start the worker pool on the block's first node only.
-_ONE_NODE_LAUNCHERS = frozenset({"SingleNodeLauncher", "SimpleLauncher", "GnuParallelLauncher"})
+_ONE_NODE_LAUNCHERS = frozenset({"SingleNodeLauncher", "SimpleLauncher"})
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,8 @@ def _unknown_keys(path: Path, data: dict[str, Any]) -> Iterator[Problem]:
     """Keys no constructor takes, each with the closest key it does take."""
     yield from _extra(path, "", data, _parameters(UserEndpointConfig) | _parameters(BaseConfig))
     engine = data.get("engine")
+    if "engine" in data and not isinstance(engine, dict):
+        yield Problem(path, "engine", "expected a mapping with the engine's type and settings")
     if not isinstance(engine, dict):
         return
     yield from _block(path, "engine", engine, globus_compute_endpoint.engines, "engine")
@@ -132,6 +134,8 @@ def _unknown_keys(path: Path, data: dict[str, Any]) -> Iterator[Problem]:
     if isinstance(address, dict):
         yield from _block(path, "engine.address", address, parsl.addresses, "address function")
     provider = engine.get("provider")
+    if provider is not None and not isinstance(provider, dict):
+        yield Problem(path, "engine.provider", "expected a mapping with the provider's type")
     if isinstance(provider, dict):
         yield from _block(path, "engine.provider", provider, parsl.providers, "provider")
         launcher = provider.get("launcher")
@@ -162,8 +166,10 @@ def _typed(
 ) -> Callable[..., Any] | Problem:
     """The class (or function) a block's ``type`` names, or the problem with its ``type``."""
     name = block.get("type")
-    if not isinstance(name, str):
+    if name is None:
         return Problem(path, f"{field}.type", f"missing: say which {kind} this is")
+    if not isinstance(name, str):
+        return Problem(path, f"{field}.type", f"{name!r} is not the name of a {kind}")
     found = getattr(module, name, None)
     if callable(found) and not name.startswith("_"):
         return found
@@ -232,9 +238,17 @@ def _loader_problem(path: Path, message: str, data: dict[str, Any]) -> Problem:
 
 def _semantic(path: Path, data: dict[str, Any]) -> Iterator[Problem]:
     """Checks of meaning: a configuration that loads, yet would not run as its author meant."""
-    engine = data.get("engine") or {}
-    provider = engine.get("provider") or {}
+    engine = _mapping(data.get("engine"))
+    provider = _mapping(engine.get("provider"))
     accelerators = engine.get("available_accelerators")
+    if isinstance(accelerators, str):
+        yield Problem(
+            path,
+            "engine.available_accelerators",
+            f"{accelerators!r} is a string, which Parsl splits into one accelerator per "
+            'character; give a count (4) or a list of ids (["0", "1"])',
+        )
+        return
     count = accelerators if isinstance(accelerators, int) else len(accelerators or [])
     workers = engine.get("max_workers_per_node")
     if count and workers is not None and workers != count:
@@ -254,7 +268,7 @@ def _semantic(path: Path, data: dict[str, Any]) -> Iterator[Problem]:
             f"the provider asks for GPUs ({request}) but workers are not pinned to them: set "
             "available_accelerators to the GPUs (or GPU tiles) per node",
         )
-    provider_class = getattr(parsl.providers, str(provider.get("type")), None)
+    provider_class = getattr(parsl.providers, str(provider.get("type")), None)  # checked above
     if isinstance(provider_class, type) and issubclass(provider_class, ClusterProvider):
         yield from _batch_settings(path, provider, _parameters(provider_class))
         yield from _launcher(path, engine, provider)
@@ -277,18 +291,27 @@ def _batch_settings(path: Path, provider: dict[str, Any], accepted: set[str]) ->
             "set the walltime your queue allows, e.g. '01:00:00'",
         )
     for key in ("account", "project"):
-        if key in accepted and provider.get(key) is None:
+        if key not in accepted:
+            continue
+        if key not in provider:
             yield Problem(
                 path,
                 f"engine.provider.{key}",
                 f"missing: jobs would be charged to your default {key}, or refused; set the "
-                f"allocation to charge (or {key}: '' where the scheduler needs none)",
+                f"allocation to charge (or {key}: null where the scheduler needs none)",
+            )
+        elif provider[key] == "":
+            yield Problem(
+                path,
+                f"engine.provider.{key}",
+                "empty: some providers still pass it to the scheduler (PBS then reads the job "
+                f"script as the {key}); write {key}: null for none",
             )
 
 
 def _launcher(path: Path, engine: dict[str, Any], provider: dict[str, Any]) -> Iterator[Problem]:
     nodes = provider.get("nodes_per_block", 1)
-    launcher = provider.get("launcher") or {}
+    launcher = _mapping(provider.get("launcher"))
     name = launcher.get("type", "SingleNodeLauncher")
     if (
         isinstance(nodes, int)
@@ -312,7 +335,7 @@ def _gpu_request(provider: dict[str, Any]) -> str:
     """The provider setting that asks the scheduler for GPUs, if one does."""
     if provider.get("gpus_per_node"):
         return f"gpus_per_node: {provider['gpus_per_node']}"
-    launcher = provider.get("launcher") or {}
+    launcher = _mapping(provider.get("launcher"))
     for key, value in [*provider.items(), *launcher.items()]:
         if key in ("worker_init", "type") or not isinstance(value, str):
             continue
@@ -320,6 +343,10 @@ def _gpu_request(provider: dict[str, Any]) -> str:
         if match or (key in ("gres", "constraint") and "gpu" in value):
             return f"{key}: {value.strip()!r}"
     return ""
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _leaves(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import psutil
 import pytest
+from globus_compute_sdk.sdk import executor as sdk_executor
 from sample_methods import accelerator, add, blob, die, double, fail, nap
 
 from colmena_fed import Method, SitesConfig, TaskQueues, TaskServer
@@ -114,6 +115,11 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTestbed
     state = json.loads((directory / "testbed.json").read_text())
     yield RunningTestbed(directory, state)
     restarted = json.loads((directory / "testbed.json").read_text())  # new pids after restarts
+    # Every task server is stopped by now, but the SDK's result watchers (one per task group,
+    # shared by a process's Executors) stay connected; stopped after the broker, they would
+    # retry it for half a minute before this process may exit.
+    for watcher in list(sdk_executor._RESULT_WATCHERS.values()):
+        watcher.shutdown(wait=False, cancel_futures=True)
     down = colmena_fed("testbed", "down", "--dir", str(directory))
     assert down.returncode == 0, down.stderr
     sessions = {e["pid"] for s in (state, restarted) for e in s["endpoints"].values()}

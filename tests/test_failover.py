@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -46,6 +47,14 @@ def crash(server: TaskServer, site: str, testbed: RunningTestbed | None) -> None
         kill_session(testbed.current()["endpoints"]["local-cpu"]["pid"])
 
 
+def wait_for_workers(server: TaskServer, sites: list[str]) -> None:
+    """Until every one of ``sites`` has workers, so that each takes its share of the tasks."""
+    deadline = time.monotonic() + 120
+    while not all(server.snapshot()[0][name].status.workers for name in sites):
+        assert time.monotonic() < deadline, server.snapshot()[0]
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("backend", ["local", "globus"])
 def test_a_site_dying_mid_run_loses_no_task_and_delivers_each_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -54,8 +63,8 @@ def test_a_site_dying_mid_run_loses_no_task_and_delivers_each_once(
     queues = TaskQueues()
     server = TaskServer(queues, two_sites(testbed), [nap], run_dir=tmp_path)
     with server:
-        # Fewer on globus sites: the restarted endpoint takes a while to come back.
-        total, before = (200, 40) if testbed is None else (60, 15)
+        wait_for_workers(server, ["east", "west"])
+        total, before = 40, 12
         sent = [queues.send_inputs(0.2, method="nap") for _ in range(total)]
         results: list[Result] = []
         while len(results) < before:

@@ -14,6 +14,9 @@ import psutil
 import yaml
 from conftest import ENDPOINTS, RunningTestbed, colmena_fed
 
+from colmena_fed.backends.engine import load_engine
+from colmena_fed.sites import SitesConfig
+
 REPO = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "colmena-fed")
 
@@ -57,37 +60,15 @@ def test_the_example_sites_are_shown_online_with_their_workers() -> None:
     assert not status_processes()
 
 
-def test_watch_json_renders_a_template_with_the_sites_variables(tmp_path: Path) -> None:
-    sites = templated_site(tmp_path, {"workers": 1})
-    command = [
-        CLI,
-        "sites",
-        "status",
-        "--sites",
-        str(sites),
-        "--watch",
-        "--json",
-        "--interval",
-        "0.2",
-    ]
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as watch:
-        assert watch.stdout is not None
-        reports = [json.loads(watch.stdout.readline()) for _ in range(2)]
-        watch.send_signal(signal.SIGINT)
-        _, err = watch.communicate(timeout=60)
-    assert watch.returncode == 0, err
-    for report in reports:
-        (row,) = report["sites"]
-        assert row["site"] == "templated"
-        assert row["backend"] == "local"
-        assert row["online"] is True
-        assert (row["workers"], row["idle_workers"]) == (1, 1)
-        assert (row["pending_tasks"], row["in_flight_tasks"]) == (0, 0)
-        assert row["slots"] == {"cpu": 3}
-        assert datetime.datetime.fromisoformat(row["status_time"]).tzinfo is not None
-    assert not status_processes()
+def test_a_local_site_renders_its_template_with_the_sites_variables(tmp_path: Path) -> None:
+    sites = SitesConfig.from_yaml(templated_site(tmp_path, {"workers": 1}))
+    site = sites.sites["templated"]
+    assert site.local is not None
+    engine = load_engine(site.local, site.user_endpoint_config)
+    try:
+        assert engine.executor.max_workers_per_node == 1
+    finally:
+        engine.shutdown()
 
 
 def test_a_template_variable_the_site_does_not_give_is_named(tmp_path: Path) -> None:
@@ -118,3 +99,34 @@ def test_globus_sites_show_their_endpoints_and_an_unknown_one_is_offline(
     assert rows["nowhere"]["online"] is False
     assert rows["nowhere"]["endpoint"] == unknown
     assert rows["nowhere"]["detail"]
+
+
+def test_watch_prints_a_json_line_per_refresh_until_ctrl_c(testbed: RunningTestbed) -> None:
+    sites = testbed.directory / "sites.yaml"
+    command = [
+        CLI,
+        "sites",
+        "status",
+        "--sites",
+        str(sites),
+        "--watch",
+        "--json",
+        "--interval",
+        "0.2",
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as watch:
+        assert watch.stdout is not None
+        reports = [json.loads(watch.stdout.readline()) for _ in range(2)]
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    for report in reports:
+        rows = {row["endpoint"]: row for row in report["sites"]}
+        assert set(rows) == set(testbed.endpoints.values())
+        for row in rows.values():
+            assert row["online"] is True
+            assert row["backend"] == "globus"
+            assert (row["pending_tasks"], row["in_flight_tasks"]) == (0, 0)
+            assert datetime.datetime.fromisoformat(row["status_time"]).tzinfo is not None

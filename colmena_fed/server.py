@@ -14,7 +14,7 @@ from types import TracebackType
 
 from colmena_fed import clock
 from colmena_fed.backends import Outcome, SiteBackend, SiteStatus, make_backend
-from colmena_fed.backends.globus import make_client
+from colmena_fed.backends.globus import ServiceClients
 from colmena_fed.backends.sim import SimWorld
 from colmena_fed.data import DataPlane
 from colmena_fed.errors import SiteError
@@ -76,10 +76,11 @@ class TaskServer:
         self.methods: dict[str, Method] = as_methods(methods)
         #: The virtual world of a simulated federation (all sites `sim`); None otherwise.
         self.world = SimWorld(sites.sim) if sites.simulated else None
-        # One Globus Compute client for all globus sites, made when the first one starts.
-        client = functools.cache(functools.partial(make_client, sites.globus))
+        # Globus Compute clients shared by all globus sites, made when the first one starts.
+        clients = ServiceClients(sites.globus)
         self.backends: dict[str, SiteBackend] = {
-            name: make_backend(name, site, self.world, client) for name, site in sites.sites.items()
+            name: make_backend(name, site, self.world, clients)
+            for name, site in sites.sites.items()
         }
         self.run_dir = Path(run_dir) if run_dir else None
         settings = sites.scheduler

@@ -16,6 +16,7 @@ from conftest import ENDPOINTS, RunningTestbed, colmena_fed, federation_config
 from sample_methods import double, nap, size
 
 from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
+from colmena_fed.backends.globus import GlobusBackend, ServiceClients
 from colmena_fed.testbed.service import HOST, PORT
 
 FAULTS = f"http://{HOST}:{PORT}/testbed/faults"
@@ -98,6 +99,24 @@ def inject(route: str, status: int, times: int) -> None:
     request = urllib.request.Request(FAULTS, data=body, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=10):
         pass
+
+
+def test_a_status_poll_is_tried_once_while_submissions_keep_their_retries(
+    testbed: RunningTestbed, tmp_path: Path
+) -> None:
+    """A poll that retried through an outage would hold the client, and the report, back."""
+    config = federation_config(testbed=testbed)
+    backend = GlobusBackend("cpu-site", config.sites["cpu-site"], ServiceClients(config.globus))
+    backend.start(tmp_path, lambda status: None)
+    try:
+        inject("endpoint_status", 503, times=1)
+        during = backend.status()
+        after = backend.status()
+    finally:
+        backend.shutdown()
+    assert not during.online
+    assert "503" in during.detail
+    assert after.online, after.detail
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ from colmena_fed.sites import SiteConfig
 from colmena_fed.worker import WorkerReport
 
 if TYPE_CHECKING:
-    from globus_compute_sdk import Client
-
+    from colmena_fed.backends.globus import ServiceClients
     from colmena_fed.backends.sim import SimWorld
 
 #: What a backend hands back for one task: the worker's report, or why the site failed it.
@@ -97,12 +96,11 @@ def make_backend(
     name: str,
     config: SiteConfig,
     world: SimWorld | None = None,
-    client: Callable[[], Client] | None = None,
+    clients: ServiceClients | None = None,
 ) -> SiteBackend:
     """The backend that serves ``config``.
 
-    A `sim` site joins ``world``; a `globus` site uses the Globus Compute client that ``client``
-    gives (one per task server).
+    A `sim` site joins ``world``; a `globus` site uses ``clients`` (one pair per task server).
     """
     if config.local is not None:
         from colmena_fed.backends.local import LocalBackend
@@ -115,5 +113,5 @@ def make_backend(
         return SimBackend(name, config.sim, world)
     from colmena_fed.backends.globus import GlobusBackend
 
-    assert client is not None, "a globus site needs the task server's client"
-    return GlobusBackend(name, config, client)
+    assert clients is not None, "a globus site needs the task server's clients"
+    return GlobusBackend(name, config, clients)

@@ -12,6 +12,7 @@ them or fails them by its rules, and none is lost.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
@@ -41,21 +42,25 @@ _SMALL_BYTES = 64_000
 #: HTTP statuses that mean the service itself is unwell (worth a retry elsewhere or later).
 _SERVICE_UNWELL = frozenset({500, 502, 503, 504})
 
+#: Seconds a status poll may wait for the service's answer.
+STATUS_TIMEOUT_S = 10.0
 
-def make_client(config: GlobusConfig) -> Client:
+
+def make_client(config: GlobusConfig, *, retries: bool = True) -> Client:
     """A Globus Compute client for the service ``config`` names.
 
     ``cloud`` uses the user's existing Globus login, or a service account from
     ``GLOBUS_COMPUTE_CLIENT_ID``/``GLOBUS_COMPUTE_CLIENT_SECRET``; it refuses to start an
     interactive login from inside a campaign. ``testbed`` talks to the local stand-in without
-    authentication.
+    authentication. Without ``retries`` each request is tried once, with a short timeout.
     """
     if config.service == "testbed":
-        return Client(
+        client = Client(
             local_compute_services=True,
             authorizer=globus_sdk.NullAuthorizer(),
             do_version_check=False,
         )
+        return client if retries else _without_retries(client)
     try:
         app = get_globus_app()
     except ValueError as exc:  # one of the two service-account variables only
@@ -67,7 +72,40 @@ def make_client(config: GlobusConfig) -> Client:
             "'globus-compute-endpoint login' once, or set GLOBUS_COMPUTE_CLIENT_ID and "
             "GLOBUS_COMPUTE_CLIENT_SECRET for a service account"
         )
+    return client if retries else _without_retries(client)
+
+
+def _without_retries(client: Client) -> Client:
+    """One attempt per request and `STATUS_TIMEOUT_S` to answer it (the SDK is pinned)."""
+    web = client._compute_web_client
+    for api in (web.v2, web.v3):
+        api.retry_config.max_retries = 0
+        api.transport.http_timeout = STATUS_TIMEOUT_S
     return client
+
+
+class ServiceClients:
+    """A run's two Globus Compute clients, each made when a globus site first needs it.
+
+    ``tasks`` registers functions and submits, with the SDK's retries. ``status`` polls
+    endpoint status with a single attempt: a poll is repeated a period later anyway, and the
+    SDK serializes each client's requests, so a poll retrying through an outage (15 s and more
+    with the SDK's back-off) would hold submissions back, and a status report with it.
+    """
+
+    def __init__(self, config: GlobusConfig) -> None:
+        """Clients for the service ``config`` names."""
+        self.config = config
+
+    @functools.cached_property
+    def tasks(self) -> Client:
+        """The client for registering functions and submitting tasks."""
+        return make_client(self.config)
+
+    @functools.cached_property
+    def status(self) -> Client:
+        """The client for status polls: one attempt each, `STATUS_TIMEOUT_S` at most."""
+        return make_client(self.config, retries=False)
 
 
 class GlobusBackend:
@@ -75,14 +113,15 @@ class GlobusBackend:
 
     polled = True
 
-    def __init__(self, name: str, config: SiteConfig, client: Callable[[], Client]) -> None:
-        """Prepare the site ``name``; ``client`` gives the client shared by the run's sites."""
+    def __init__(self, name: str, config: SiteConfig, clients: ServiceClients) -> None:
+        """Prepare the site ``name``; ``clients`` are shared by the run's sites."""
         assert config.endpoint is not None
         self.name = name
         self.endpoint_id = str(config.endpoint)
         self.config = config
-        self._client_factory = client
+        self._clients = clients
         self._client: Client | None = None
+        self._status_client: Client | None = None
         self._executor: Executor | None = None
         self._function_ids: dict[str, str] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
@@ -94,7 +133,8 @@ class GlobusBackend:
 
     def start(self, run_dir: Path, on_status: StatusCallback) -> None:
         """Connect to the service; the endpoint's state is read by polling `status`."""
-        self._client = self._client_factory()
+        self._client = self._clients.tasks
+        self._status_client = self._clients.status
         run_dir.mkdir(parents=True, exist_ok=True)
         self._executor = self._new_executor()
 
@@ -122,10 +162,7 @@ class GlobusBackend:
             message = f"cannot register {method.name}: {_api_message(exc)}"
             raise SiteError(self.name, _code(exc), message) from exc
         except globus_sdk.NetworkError as exc:
-            address = getattr(self._client, "web_service_address", "the Globus Compute service")
-            message = f"cannot reach {address} to register {method.name} ({exc})"
-            if "localhost" in str(address):
-                message += "; is the testbed up? ('colmena-fed testbed up')"
+            message = f"cannot register {method.name}: {_unreachable(self._client, exc)}"
             raise SiteError(self.name, "Unreachable", message) from exc
         self._functions[method.name] = function
         self._function_ids[method.name] = function_id
@@ -257,13 +294,15 @@ class GlobusBackend:
         with self._lock:
             unsent = self._take_unsent()
         self._fail_unsent(unsent)
-        client = self._client
+        client = self._status_client
         if client is None:
             return SiteStatus(online=False, detail="not started")
         try:
             answer = client.get_endpoint_status(self.endpoint_id)
         except globus_sdk.GlobusAPIError as exc:
             return SiteStatus(online=False, detail=_api_message(exc))
+        except globus_sdk.NetworkError as exc:
+            return SiteStatus(online=False, detail=f"no status: {_unreachable(client, exc)}")
         except Exception as exc:
             return SiteStatus(online=False, detail=f"no status: {exc}")
         details = answer.get("details") or {}
@@ -329,6 +368,15 @@ def _stop_watching(executor: Executor, futures: list[Future[Any]]) -> None:
             watcher._open_futures.pop(task_id, None)
         if not watcher._open_futures:
             watcher._open_futures_empty.set()
+
+
+def _unreachable(client: Client | None, exc: Exception) -> str:
+    """Why the service could not be reached, with the testbed hint where it applies."""
+    address = getattr(client, "web_service_address", "the Globus Compute service")
+    message = f"cannot reach {address} ({exc})"
+    if "localhost" in str(address):
+        message += "; is the testbed up? ('colmena-fed testbed up')"
+    return message
 
 
 def _code(exc: globus_sdk.GlobusAPIError) -> str:

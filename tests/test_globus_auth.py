@@ -62,7 +62,9 @@ def test_a_service_account_secret_is_never_printed_logged_or_written(
     server = TaskServer(queues, polaris(), [double], run_dir=tmp_path / "run")
     queues.send_inputs(1, method="double")
     # It asks Globus Auth for a token, which this machine cannot reach: a clear error.
-    with pytest.raises(SiteError, match=r"cannot reach https://compute\.api\.globus\.org to regis"):
+    with pytest.raises(
+        SiteError, match=r"cannot register double: cannot reach https://compute\.api\.globus\.org"
+    ):
         server.start()
     assert queues.active_count == 1  # the task sent before is still there
     out, err = capfd.readouterr()

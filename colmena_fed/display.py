@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from types import TracebackType
 
 from rich.console import Console
@@ -12,6 +13,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from colmena_fed.server import TaskServer
+
+
+def state_cell(online: bool, detail: str) -> str:
+    """A site's state for a table: online, or offline with the reason."""
+    return "[green]online[/]" if online else f"[red]offline[/] {escape(detail)}"
+
+
+def workers_cell(idle: int | None, total: int | None) -> str:
+    """Workers idle/total, or '-' where the site has not said."""
+    return "-" if total is None else f"{idle}/{total}"
+
+
+def slots_cell(resources: Mapping[str, int]) -> str:
+    """A site's slots by kind, e.g. '2 cpu, 1 gpu'."""
+    return ", ".join(f"{n} {kind}" for kind, n in resources.items())
 
 
 def site_table(server: TaskServer, title: str = "colmena-fed") -> Table:
@@ -24,15 +40,12 @@ def site_table(server: TaskServer, title: str = "colmena-fed") -> Table:
     table.add_column("methods run")
     for name, counts in sites.items():
         status = counts.status
-        state = "[green]online[/]" if status.online else f"[red]offline[/] {escape(status.detail)}"
-        workers = f"{status.idle_workers}/{status.workers}" if status.workers is not None else "-"
-        slots = ", ".join(f"{n} {k}" for k, n in server.config.sites[name].resources.items())
         methods = ", ".join(f"{m} x{n}" for m, n in sorted(counts.by_method.items()))
         table.add_row(
             name,
-            state,
-            workers,
-            slots,
+            state_cell(status.online, status.detail),
+            workers_cell(status.idle_workers, status.workers),
+            slots_cell(server.config.sites[name].resources),
             str(counts.running),
             str(counts.done),
             str(counts.failed),

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 
 from colmena_fed.backends import SiteStatus
 from colmena_fed.data import DataConfig
+from colmena_fed.display import slots_cell, state_cell, workers_cell
 from colmena_fed.queues import TaskQueues
 from colmena_fed.server import TaskServer
 from colmena_fed.sites import SitesConfig
@@ -83,23 +83,21 @@ def _row(server: TaskServer, name: str, status: SiteStatus) -> dict[str, Any]:
 def status_table(rows: list[dict[str, Any]]) -> Table:
     """The rows as a rich table."""
     table = Table(title="colmena-fed sites")
-    for column in ("site", "backend", "status", "workers idle/total", "pending", "in flight"):
-        table.add_column(
-            column, justify="right" if " " in column or column == "pending" else "left"
-        )
+    for column in ("site", "backend", "status"):
+        table.add_column(column)
+    for column in ("workers idle/total", "pending", "in flight"):
+        table.add_column(column, justify="right")
     table.add_column("slots")
     table.add_column("status time")
     for row in rows:
-        state = "[green]online[/]" if row["online"] else f"[red]offline[/] {escape(row['detail'])}"
-        workers = "-" if row["workers"] is None else f"{row['idle_workers']}/{row['workers']}"
         table.add_row(
             row["site"],
             row["backend"],
-            state,
-            workers,
+            state_cell(row["online"], row["detail"]),
+            workers_cell(row["idle_workers"], row["workers"]),
             _count(row["pending_tasks"]),
             _count(row["in_flight_tasks"]),
-            ", ".join(f"{n} {kind}" for kind, n in row["slots"].items()),
+            slots_cell(row["slots"]),
             row["status_time"].replace("T", " "),
         )
     return table

@@ -122,7 +122,13 @@ def test_install_configures_a_template_capable_endpoint_and_force_replaces_its_t
     assert (endpoint / "user_config_template.yaml.j2").read_text() == POLARIS.read_text()
     core = (endpoint / "config.yaml").read_text()
     assert "engine" not in core
-    assert (tmp_path / ".local/share/proxystore/ps-polaris/config.toml").is_file()
+    proxystore = (tmp_path / ".local/share/proxystore/ps-polaris/config.toml").read_text()
+    (uuid_line,) = [line for line in proxystore.splitlines() if line.startswith("uuid = ")]
+    ps_uuid = uuid_line.split('"')[1]
+    assert (
+        f"ProxyStore endpoint ps-polaris, for the data: section of the sites YAML: {ps_uuid}"
+        in (run.stdout)
+    )
     unit = (tmp_path / ".config/systemd/user/colmena-fed-endpoint-polaris.service").read_text()
     assert f"ExecStart={VENV}/bin/globus-compute-endpoint start polaris" in unit
     assert "Restart=always" in unit

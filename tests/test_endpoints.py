@@ -45,6 +45,12 @@ def test_hpc_configs_ask_for_account_and_worker_init(path: Path) -> None:
     }
 
 
+@pytest.mark.parametrize("path", [p for p in SHIPPED if not p.stem.startswith("local")], ids=str)
+def test_hpc_configs_let_an_idle_user_endpoint_exit_so_a_new_template_applies(path: Path) -> None:
+    config = yaml.safe_load(render(path, path.read_text(), SITE_VARS))
+    assert config["idle_heartbeats_soft"] == 10
+
+
 @pytest.mark.parametrize(
     "path",
     [p for p in SHIPPED if "gpu" in p.stem or p.stem in ("polaris", "aurora", "frontier")],

@@ -101,10 +101,14 @@ def inject(route: str, status: int, times: int) -> None:
         pass
 
 
-def test_a_status_poll_is_tried_once_while_submissions_keep_their_retries(
+def test_a_status_poll_is_tried_once_and_a_service_blip_keeps_the_last_report(
     testbed: RunningTestbed, tmp_path: Path
 ) -> None:
-    """A poll that retried through an outage would hold the client, and the report, back."""
+    """A poll that retried through an outage would hold the client, and the report, back.
+
+    A failed poll after a good one keeps that report, with its time: the task server's
+    staleness limit, not one failed request, decides when the site's tasks are re-placed.
+    """
     config = federation_config(testbed=testbed)
     backend = GlobusBackend("cpu-site", config.sites["cpu-site"], ServiceClients(config.globus))
     backend.start(tmp_path, lambda status: None)
@@ -112,11 +116,33 @@ def test_a_status_poll_is_tried_once_while_submissions_keep_their_retries(
         inject("endpoint_status", 503, times=1)
         during = backend.status()
         after = backend.status()
+        inject("endpoint_status", 503, times=1)
+        kept = backend.status()
     finally:
         backend.shutdown()
     assert not during.online
     assert "503" in during.detail
     assert after.online, after.detail
+    assert kept.online
+    assert kept.updated == after.updated
+    assert "503" in kept.detail
+
+
+def test_a_refused_batch_halves_the_batch_size_once_and_its_tasks_are_retried(
+    testbed: RunningTestbed, tmp_path: Path
+) -> None:
+    queues = TaskQueues()
+    config = federation_config(cpu_slots=8, testbed=testbed)
+    with TaskServer(queues, config, [double], run_dir=tmp_path) as server:
+        queues.send_inputs(1, method="double")
+        assert queues.get_result(timeout=120) is not None
+        inject("submit", 413, times=1)  # the service refuses the next batch as too large
+        sent = [queues.send_inputs(i, method="double") for i in range(8)]
+        results = [queues.get_result(timeout=120) for _ in sent]
+        batch_size = server.backends["cpu-site"]._batch_size  # type: ignore[attr-defined]
+    assert all(r is not None and r.success for r in results)
+    assert any(r is not None and r.retries for r in results)
+    assert batch_size == config.sites["cpu-site"].batch_size // 2
 
 
 @pytest.fixture

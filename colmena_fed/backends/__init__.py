@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from colmena_fed.backends.globus import ServiceClients
     from colmena_fed.backends.sim import SimWorld
 
+#: Globus Compute's limit on one submission (a whole batch included).
+PAYLOAD_LIMIT_BYTES = 10 * 2**20
+
 #: What a backend hands back for one task: the worker's report, or why the site failed it.
 Outcome = WorkerReport | SiteError
 OutcomeCallback = Callable[[Outcome], None]

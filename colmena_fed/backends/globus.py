@@ -16,6 +16,7 @@ import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,18 @@ from globus_compute_sdk.sdk import executor as sdk_executor
 from globus_compute_sdk.sdk.auth.globus_app import get_globus_app
 from globus_compute_sdk.serialize import ComputeSerializer
 
-from colmena_fed.backends import OutcomeCallback, SiteStatus, StatusCallback, last_line
+from colmena_fed.backends import (
+    PAYLOAD_LIMIT_BYTES,
+    OutcomeCallback,
+    SiteStatus,
+    StatusCallback,
+    last_line,
+)
 from colmena_fed.errors import ConfigError, SiteError
 from colmena_fed.methods import Method
 from colmena_fed.models import Result
 from colmena_fed.sites import GlobusConfig, SiteConfig
 from colmena_fed.worker import WorkerReport, read_report, small
-
-#: Globus Compute's limit on one submission (a whole batch included).
-PAYLOAD_LIMIT_BYTES = 10 * 2**20
 
 #: Inputs surely under this size are not measured (they cannot crowd a batch).
 _SMALL_BYTES = 64_000
@@ -129,13 +133,14 @@ class GlobusBackend:
         #: Tasks handed to an Executor and not yet settled: its future -> (Executor, delivery).
         self._sent: dict[Future[Any], tuple[Executor, _Once]] = {}
         self._started: float | None = None  # the endpoint's start time, from its status
+        self._last_online: SiteStatus | None = None  # its last online report
+        self._refused: BaseException | None = None  # the last 413, which halved the batch size
         self._lock = threading.Lock()
 
     def start(self, run_dir: Path, on_status: StatusCallback) -> None:
         """Connect to the service; the endpoint's state is read by polling `status`."""
         self._client = self._clients.tasks
         self._status_client = self._clients.status
-        run_dir.mkdir(parents=True, exist_ok=True)
         self._executor = self._new_executor()
 
     def _new_executor(self) -> Executor:
@@ -284,7 +289,10 @@ class GlobusBackend:
         except globus_sdk.GlobusAPIError as exc:
             if exc.http_status == 413:
                 with self._lock:  # the batch was too large: send smaller ones from now on
-                    self._batch_size = max(1, self._batch_size // 2)
+                    # Every future of the refused batch carries the one exception: halve once.
+                    if exc is not self._refused:
+                        self._refused = exc
+                        self._batch_size = max(1, self._batch_size // 2)
             return SiteError(self.name, _code(exc), _api_message(exc))
         except Exception as exc:
             return SiteError(self.name, type(exc).__name__, str(exc) or repr(exc))
@@ -300,11 +308,14 @@ class GlobusBackend:
         try:
             answer = client.get_endpoint_status(self.endpoint_id)
         except globus_sdk.GlobusAPIError as exc:
+            if exc.http_status in _SERVICE_UNWELL or exc.http_status == 429:
+                return self._last_known(_api_message(exc))
             return SiteStatus(online=False, detail=_api_message(exc))
         except globus_sdk.NetworkError as exc:
-            return SiteStatus(online=False, detail=f"no status: {_unreachable(client, exc)}")
+            return self._last_known(f"no status: {_unreachable(client, exc)}")
         except Exception as exc:
             return SiteStatus(online=False, detail=f"no status: {exc}")
+        self._last_online = None
         details = answer.get("details") or {}
         if answer.get("status") != "online":
             return SiteStatus(online=False, detail=f"endpoint {answer.get('status')}", raw=details)
@@ -315,7 +326,18 @@ class GlobusBackend:
             return SiteStatus(
                 online=False, detail="the endpoint restarted; the tasks it held were lost"
             )
-        return SiteStatus.from_report(details)
+        self._last_online = SiteStatus.from_report(details)
+        return self._last_online
+
+    def _last_known(self, detail: str) -> SiteStatus:
+        """While the service cannot answer: the endpoint's last online report, or offline.
+
+        The report keeps its time, so the task server's staleness limit decides when the site
+        stops counting as online; a blip of the service does not re-place its tasks.
+        """
+        if self._last_online is None:
+            return SiteStatus(online=False, detail=detail)
+        return replace(self._last_online, detail=detail)
 
     def shutdown(self) -> None:
         """Stop the Executor; the tasks still out are the task server's to end."""

@@ -19,7 +19,13 @@ from globus_compute_common.messagepack.message_types import Task
 from globus_compute_endpoint.engines.base import GCFuture, GlobusComputeEngineBase
 from globus_compute_sdk.serialize import ComputeSerializer
 
-from colmena_fed.backends import OutcomeCallback, SiteStatus, StatusCallback, last_line
+from colmena_fed.backends import (
+    PAYLOAD_LIMIT_BYTES,
+    OutcomeCallback,
+    SiteStatus,
+    StatusCallback,
+    last_line,
+)
 from colmena_fed.backends.engine import (
     StatusReader,
     abandon,
@@ -32,9 +38,6 @@ from colmena_fed.errors import ConfigError, SiteError
 from colmena_fed.methods import Method
 from colmena_fed.models import Result
 from colmena_fed.worker import WorkerReport, read_report
-
-#: Globus Compute's limit on one submission (a whole batch included).
-PAYLOAD_LIMIT_BYTES = 10 * 2**20
 
 #: Globus Compute error codes of failures that a retry would only repeat.
 WOULD_FAIL_AGAIN = frozenset({"MaxResultSizeExceeded"})

@@ -45,10 +45,12 @@ class TemplateError(ConfigError):
 class MissingVariables(TemplateError):
     """Template variables that have no value and no default."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], rendered: str) -> None:
         listed = ", ".join(repr(name) for name in names)
         super().__init__(f"template variables without a value: {listed}")
         self.names = names
+        #: The template rendered with each missing variable as its `placeholder`.
+        self.rendered = rendered
 
 
 def parse_variable(text: str) -> tuple[str, Any]:
@@ -84,11 +86,13 @@ def render(path: Path, text: str, variables: Mapping[str, Any]) -> str:
     """
     if not _TEMPLATE_SYNTAX.search(text):
         return text
+    identity = _this_user()
+    runtime = json.loads(json.dumps(asdict(create_user_runtime())))
     missing: list[str] = []
     values = dict(variables)
     while True:
         try:
-            rendered = _render_once(path, text, values)
+            rendered = _render_once(path, text, values, identity, runtime)
         except jinja2.UndefinedError as exc:
             name = _undefined_name(exc)
             if name is None or name in values:
@@ -97,7 +101,7 @@ def render(path: Path, text: str, variables: Mapping[str, Any]) -> str:
             values[name] = placeholder(name)
             continue
         if missing:
-            raise MissingVariables(missing)
+            raise MissingVariables(missing, rendered)
         return rendered
 
 
@@ -106,15 +110,21 @@ def placeholder(name: str) -> str:
     return f"<missing {name}>"
 
 
-def _render_once(path: Path, text: str, variables: dict[str, Any]) -> str:
+def _render_once(
+    path: Path,
+    text: str,
+    variables: dict[str, Any],
+    identity: MappedPosixIdentity,
+    runtime: dict[str, Any],
+) -> str:
     try:
         return render_config_user_template(
             parent_config=CoreEndpointConfig(),
             user_config_template=text,
             user_config_template_path=path.resolve(),
-            mapped_identity=_this_user(),
+            mapped_identity=identity,
             user_opts=variables,
-            user_runtime=json.loads(json.dumps(asdict(create_user_runtime()))),
+            user_runtime=runtime,
         )
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax: {exc.message}", exc.lineno) from exc

@@ -71,7 +71,7 @@ def validate(path: Path, variables: Mapping[str, Any]) -> list[Problem]:
     try:
         rendered = render(path, text, variables)
     except MissingVariables as exc:
-        return _missing(path, text, variables, exc.names)
+        return _missing(path, exc)
     except TemplateError as exc:
         return [Problem(path, "", str(exc), exc.line)]
     try:
@@ -94,17 +94,14 @@ def validate(path: Path, variables: Mapping[str, Any]) -> list[Problem]:
     return [*_semantic(path, data)]
 
 
-def _missing(
-    path: Path, text: str, variables: Mapping[str, Any], names: list[str]
-) -> list[Problem]:
+def _missing(path: Path, missing: MissingVariables) -> list[Problem]:
     """One problem per missing variable, at the fields that use it."""
-    stand_ins = {**variables, **{name: placeholder(name) for name in names}}
     try:
-        data = yaml.safe_load(render(path, text, stand_ins))
-    except (TemplateError, yaml.YAMLError):
+        data = yaml.safe_load(missing.rendered)
+    except yaml.YAMLError:
         data = None
     problems = []
-    for name in names:
+    for name in missing.names:
         fields = [
             field
             for field, value in _leaves(data)

@@ -135,11 +135,6 @@ class Testbed:
             service.kill()
             service.wait()
 
-    def restart_service(self) -> None:
-        """Stop the stand-in service and start it again, as a cloud deployment would."""
-        self.stop_service()
-        self.start_service()
-
     def revive(self) -> list[str]:
         """Restart whatever part died (broker, service, endpoint daemons); returns their names.
 

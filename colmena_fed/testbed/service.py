@@ -400,14 +400,14 @@ def _unpack(body: bytes) -> Any:
         return None
 
 
-def serve(state_dir: Path, amqp_url: str, port: int = PORT) -> None:
-    """Run the service until SIGTERM or SIGINT."""
+def serve(state_dir: Path, amqp_url: str) -> None:
+    """Run the service on `PORT` (the SDK's local-services address) until SIGTERM or SIGINT."""
     state = State(state_dir / "service.sqlite")
     broker = Publisher(amqp_url)
     broker.declare_exchanges()
     forwarder = Forwarder(state, amqp_url)
     forwarder.start()
-    server = make_server(HOST, port, create_app(state, broker), threaded=True)
+    server = make_server(HOST, PORT, create_app(state, broker), threaded=True)
     stop = threading.Thread(target=server.shutdown, name="testbed-stop", daemon=True)
     once = threading.Lock()
 
@@ -440,14 +440,13 @@ def _stop_with_parent(request_stop: Callable[[], None]) -> None:
 
 
 def main() -> None:
-    """Command line: ``python -m colmena_fed.testbed.service --state-dir DIR [--port N]``."""
+    """Command line: ``python -m colmena_fed.testbed.service --state-dir DIR``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", type=Path, required=True)
-    parser.add_argument("--port", type=int, default=PORT)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    serve(args.state_dir, os.environ[AMQP_URL_VARIABLE], args.port)
+    serve(args.state_dir, os.environ[AMQP_URL_VARIABLE])
 
 
 if __name__ == "__main__":

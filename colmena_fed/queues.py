@@ -153,15 +153,20 @@ class TaskQueues:
             fields["resources"] = as_resource_request(resources, site)
         if task_info:
             fields["task_info"] = dict(task_info)
-        optional = {"max_wait": max_wait, "supersede": supersede, "max_retries": max_retries}
-        fields.update((name, value) for name, value in optional.items() if value is not None)
+        if max_wait is not None:
+            fields["max_wait"] = max_wait
+        if supersede is not None:
+            fields["supersede"] = supersede
+        if max_retries is not None:
+            fields["max_retries"] = max_retries
         priority = self.priorities.get(topic, 0) if priority is None else priority
         if priority:
             fields["priority"] = priority
         result = Result(**fields)
         with self._lock:
             self._active += 1
-            self._idle.clear()
+            if self._active == 1:
+                self._idle.clear()
             sink = self._sink
             if sink is None:
                 self._unsent.append(result)

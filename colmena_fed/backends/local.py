@@ -8,6 +8,7 @@ exactly as they would from the cloud to a real endpoint.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -125,13 +126,16 @@ class LocalBackend:
             return
         packed = messagepack.pack(Task(task_id=gc_task_id, task_buffer=buffer))
         future = GCFuture(gc_task_id)
-        future.add_done_callback(lambda f: on_done(self._outcome(f)))
+        future.add_done_callback(functools.partial(self._deliver, on_done))
         try:
             spec = task.resources.specification or {}
             self._engine.submit(future, packed, resource_specification=spec)
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
+
+    def _deliver(self, on_done: OutcomeCallback, future: GCFuture) -> None:
+        on_done(self._outcome(future))
 
     def _outcome(self, future: GCFuture) -> WorkerReport | SiteError:
         try:

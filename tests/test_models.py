@@ -38,7 +38,8 @@ def test_a_finished_record_survives_a_json_round_trip() -> None:
     again = Result.model_validate_json(task.model_dump_json())
 
     assert again == task
-    assert isinstance(again.attempts[0], Attempt) and again.attempts[0].reason == "WorkerLost"
+    assert isinstance(again.attempts[0], Attempt)
+    assert again.attempts[0].reason == "WorkerLost"
     assert again.run_time == 0.5
 
 

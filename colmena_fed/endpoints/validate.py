@@ -28,6 +28,7 @@ import yaml
 from globus_compute_endpoint.endpoint.config.config import BaseConfig, UserEndpointConfig
 from globus_compute_endpoint.endpoint.config.utils import load_config_yaml
 from parsl.executors import HighThroughputExecutor, MPIExecutor
+from parsl.jobs.job_status_poller import JobStatusPoller
 from parsl.providers.cluster_provider import ClusterProvider
 
 from colmena_fed.endpoints.template import MissingVariables, TemplateError, placeholder, render
@@ -130,6 +131,10 @@ def _unknown_keys(path: Path, data: dict[str, Any]) -> Iterator[Problem]:
     address = engine.get("address")
     if isinstance(address, dict):
         yield from _block(path, "engine.address", address, parsl.addresses, "address function")
+    scaling = engine.get("job_status_kwargs")
+    if isinstance(scaling, dict):  # the engine hands these to Parsl's JobStatusPoller
+        known = _parameters(JobStatusPoller)
+        yield from _extra(path, "engine.job_status_kwargs", scaling, known, typed=False)
     provider = engine.get("provider")
     if provider is not None and not isinstance(provider, dict):
         yield Problem(path, "engine.provider", "expected a mapping with the provider's type")
@@ -178,8 +183,11 @@ def _typed(
     return Problem(path, f"{field}.type", f"unknown {kind} {name!r}{_did_you_mean(name, known)}")
 
 
-def _extra(path: Path, field: str, block: dict[str, Any], known: set[str]) -> Iterator[Problem]:
-    known = known | {"type"} if field else known
+def _extra(
+    path: Path, field: str, block: dict[str, Any], known: set[str], typed: bool = True
+) -> Iterator[Problem]:
+    """Keys of ``block`` not in ``known`` (nor ``type``, for a typed block below the top)."""
+    known = known | {"type"} if field and typed else known
     for key in block:
         if key not in known:
             where = f"{field}.{key}" if field else str(key)

@@ -1,26 +1,59 @@
-"""colmena-fed: steer AI-in-the-loop campaigns across several Globus Compute sites."""
+"""colmena-fed: steer AI-in-the-loop campaigns across several Globus Compute sites.
 
-from colmena_fed.errors import ColmenaFedError, ConfigError, SiteError
-from colmena_fed.methods import Method
-from colmena_fed.models import (
-    Attempt,
-    FailureInfo,
-    ResourceRequest,
-    Result,
-    Timestamps,
-    WorkerInfo,
-)
-from colmena_fed.queues import TaskQueues
-from colmena_fed.server import TaskServer
-from colmena_fed.sites import SitesConfig
-from colmena_fed.thinker import (
-    BaseThinker,
-    ResourceCounter,
-    agent,
-    event_responder,
-    result_processor,
-    task_submitter,
-)
+The public names are imported on first use: a worker that only needs `colmena_fed.worker`, or
+a command such as ``colmena-fed testbed down``, does not pay for importing the task server.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from colmena_fed.errors import ColmenaFedError, ConfigError, SiteError
+    from colmena_fed.methods import Method
+    from colmena_fed.models import (
+        Attempt,
+        FailureInfo,
+        ResourceRequest,
+        Result,
+        Timestamps,
+        WorkerInfo,
+    )
+    from colmena_fed.queues import TaskQueues
+    from colmena_fed.server import TaskServer
+    from colmena_fed.sites import SitesConfig
+    from colmena_fed.thinker import (
+        BaseThinker,
+        ResourceCounter,
+        agent,
+        event_responder,
+        result_processor,
+        task_submitter,
+    )
+
+#: The module that defines each public name.
+_HOMES = {
+    "ColmenaFedError": "errors",
+    "ConfigError": "errors",
+    "SiteError": "errors",
+    "Method": "methods",
+    "Attempt": "models",
+    "FailureInfo": "models",
+    "ResourceRequest": "models",
+    "Result": "models",
+    "Timestamps": "models",
+    "WorkerInfo": "models",
+    "TaskQueues": "queues",
+    "TaskServer": "server",
+    "SitesConfig": "sites",
+    "BaseThinker": "thinker",
+    "ResourceCounter": "thinker",
+    "agent": "thinker",
+    "event_responder": "thinker",
+    "result_processor": "thinker",
+    "task_submitter": "thinker",
+}
 
 __all__ = [
     "Attempt",
@@ -43,3 +76,17 @@ __all__ = [
     "result_processor",
     "task_submitter",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module the first time it is asked for."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'colmena_fed' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"colmena_fed.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -11,30 +11,25 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.live import Live
 
-from colmena_fed.display import LiveDisplay
 from colmena_fed.endpoints.cli import endpoints
 from colmena_fed.errors import ColmenaFedError
-from colmena_fed.methods import MethodLike
-from colmena_fed.queues import TaskQueues
-from colmena_fed.server import TaskServer
-from colmena_fed.site_status import (
-    refreshes,
-    site_rows,
-    status_server,
-    status_table,
-    wait_for_workers,
-)
-from colmena_fed.sites import SitesConfig
 from colmena_fed.testbed.cli import testbed
-from colmena_fed.thinker import BaseThinker
 
-Factory = Callable[[TaskQueues], tuple[BaseThinker, Iterable[MethodLike]]]
+# The task server and what it needs are imported by the commands that run one, so that the
+# other commands (testbed, endpoints) start in a fraction of the time.
+if TYPE_CHECKING:
+    from colmena_fed.methods import MethodLike
+    from colmena_fed.queues import TaskQueues
+    from colmena_fed.sites import SitesConfig
+    from colmena_fed.thinker import BaseThinker
+
+Factory = Callable[["TaskQueues"], tuple["BaseThinker", Iterable["MethodLike"]]]
 
 
 def load_factory(spec: str) -> Factory:
@@ -81,6 +76,8 @@ def load_factory(spec: str) -> Factory:
 
 def build_campaign(factory: Factory, queues: TaskQueues) -> tuple[BaseThinker, list[MethodLike]]:
     """Call the factory and check it returned ``(thinker, methods)``."""
+    from colmena_fed.thinker import BaseThinker
+
     try:
         built: Any = factory(queues)
     except Exception as exc:
@@ -109,6 +106,8 @@ sites_option = click.option(
 
 def _load_sites(path: Path, command: str) -> SitesConfig:
     """The sites YAML at ``path``; a simulated federation is refused (it runs from Python)."""
+    from colmena_fed.sites import SitesConfig
+
     try:
         sites = SitesConfig.from_yaml(path)
     except ColmenaFedError as exc:
@@ -146,6 +145,10 @@ def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
 
     FACTORY is called with the TaskQueues and returns (thinker, methods).
     """
+    from colmena_fed.display import LiveDisplay
+    from colmena_fed.queues import TaskQueues
+    from colmena_fed.server import TaskServer
+
     console = Console(width=None if sys.stdout.isatty() else 132)
     sites = _load_sites(sites_path, "colmena-fed run")
     factory = load_factory(campaign)
@@ -204,6 +207,14 @@ def status(sites_path: Path, watch: bool, interval: float, as_json: bool, wait: 
     Local sites are started for the length of the command. Exits 1 if a site is offline
     (without --watch).
     """
+    from colmena_fed.site_status import (
+        refreshes,
+        site_rows,
+        status_server,
+        status_table,
+        wait_for_workers,
+    )
+
     config = _load_sites(sites_path, "colmena-fed sites status")
     console = Console(width=None if sys.stdout.isatty() else 132)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -228,6 +239,8 @@ def status(sites_path: Path, watch: bool, interval: float, as_json: bool, wait: 
 
 
 def _watch(server_rows: Iterable[list[dict[str, Any]]], console: Console, as_json: bool) -> None:
+    from colmena_fed.site_status import status_table
+
     if as_json:
         for rows in server_rows:
             click.echo(json.dumps({"sites": rows}))

@@ -64,7 +64,7 @@ def test_a_site_dying_mid_run_loses_no_task_and_delivers_each_once(
     server = TaskServer(queues, two_sites(testbed), [nap], run_dir=tmp_path)
     with server:
         wait_for_workers(server, ["east", "west"])
-        total, before = 40, 12
+        total, before = 28, 10
         sent = [queues.send_inputs(0.2, method="nap") for _ in range(total)]
         results: list[Result] = []
         while len(results) < before:

@@ -101,13 +101,13 @@ def test_gpu_slot_binds_late_so_tasks_wait_on_the_thinker_side(
 
 
 def test_each_result_arrives_exactly_once_on_its_own_topic(queues: TaskQueues) -> None:
-    sent = {queues.send_inputs(i, method="double", topic="simulate") for i in range(40)}
+    sent = {queues.send_inputs(i, method="double", topic="simulate") for i in range(20)}
     sent_other = {queues.send_inputs(i, method="double", topic="other") for i in range(5)}
-    results = take(queues, "simulate", 40)
+    results = take(queues, "simulate", 20)
     others = take(queues, "other", 5)
     assert {r.task_id for r in results} == sent
     assert {r.task_id for r in others} == sent_other
-    assert sorted(r.value for r in results) == [2 * i for i in range(40)]
+    assert sorted(r.value for r in results) == [2 * i for i in range(20)]
     assert queues.get_result("simulate", timeout=0.5) is None
     assert queues.active_count == 0
 

@@ -7,8 +7,6 @@ from typing import Any
 
 import click
 
-from colmena_fed.endpoints.template import parse_variable
-from colmena_fed.endpoints.validate import validate
 from colmena_fed.errors import ConfigError
 
 
@@ -33,6 +31,10 @@ def validate_command(files: tuple[Path, ...], variables: tuple[str, ...]) -> Non
     globus-compute-endpoint's own loader, then checked for what the loader does not catch.
     Prints one line per problem; exits non-zero if there is any.
     """
+    # Imported here: they load globus-compute-endpoint, which other commands do not need.
+    from colmena_fed.endpoints.template import parse_variable
+    from colmena_fed.endpoints.validate import validate
+
     values: dict[str, Any] = {}
     for text in variables:
         try:

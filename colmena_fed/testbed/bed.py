@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -187,8 +188,10 @@ class Testbed:
     def stop(self) -> None:
         """Stop the endpoints, the service and the broker; leaves no process behind."""
         try:
-            for daemon in self.daemons.values():
-                daemon.stop()
+            # Each endpoint takes seconds to stop its engine: stop them side by side.
+            with ThreadPoolExecutor(max(len(self.daemons), 1)) as pool:
+                for stopped in [pool.submit(daemon.stop) for daemon in self.daemons.values()]:
+                    stopped.result()
         finally:
             try:
                 self.stop_service()

@@ -16,8 +16,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from colmena_fed.sites import GlobusConfig
-
 #: Where the testbed lives unless ``--dir`` says otherwise (one per user: it owns port 5000).
 DEFAULT_DIR = Path.home() / ".colmena-fed" / "testbed"
 #: The state file in the testbed's directory, present while the testbed is up.
@@ -161,6 +159,7 @@ def down(timeout: float, directory: Path) -> None:
 def status(as_json: bool, directory: Path) -> None:
     """Show the testbed's endpoints as the stand-in service reports them."""
     from colmena_fed.backends.globus import make_client
+    from colmena_fed.sites import GlobusConfig
 
     state = _read_state(directory)
     if state is None or not _alive(state["pid"]):

@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--latency-tasks", type=int, default=300)
     parser.add_argument("--slots", type=int, default=0, help="slots of (b); 0: --tasks")
     parser.add_argument("--late-slots", type=int, default=256, help="slots of (c); 0: skip")
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument(
         "--status-period", type=float, default=2.0, help="seconds between site status polls"
     )

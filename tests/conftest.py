@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -69,6 +70,17 @@ def colmena_fed(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the ``colmena-fed`` command of this venv."""
     command = [str(Path(sys.executable).parent / "colmena-fed"), *args]
     return subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let the Ctrl+C tests deliver SIGINT however the suite was started.
+
+    A shell that runs the suite as a background job (``cmd &``, nohup) starts it with SIGINT
+    ignored, which Python then leaves ignored, and every process it starts inherits. A
+    handler installed here is reset to the default in each child at exec.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

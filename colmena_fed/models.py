@@ -68,7 +68,7 @@ class FailureInfo(BaseModel):
 
 
 #: Records of one task that every task builds (worker, timestamps, attempts, data) are plain
-#: slotted dataclasses, not models: building one costs a tenth as much and holds no dict. Pydantic
+#: slotted dataclasses, not models: much cheaper to build, and without a dict each. Pydantic
 #: still validates them inside a `Result` (``model_validate``, JSON) and documents their fields.
 _RECORD_CONFIG = ConfigDict(extra="forbid")
 

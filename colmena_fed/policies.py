@@ -74,15 +74,14 @@ class Observations:
 
     def learn(self, task: Result) -> None:
         """Update the averages from a task that ran to completion on ``task.site``."""
-        site, stamps = task.site, task.timestamps
-        started, ended = stamps.compute_started, stamps.compute_ended
-        if site is None or started is None or ended is None or not task.success:
+        site, run = task.site, task.run_time
+        if site is None or run is None or not task.success:
             return
-        run = ended - started
         key = (site, task.method)
         estimate = _average(self.run_time.get(key), run)
         self.run_time[key] = estimate
         self._by_method.setdefault(task.method, {})[site] = estimate
+        stamps = task.timestamps
         if stamps.dispatched is not None and stamps.received is not None:
             trip = max(0.0, stamps.received - stamps.dispatched - run)
             self.latency[site] = _average(self.latency.get(site), trip)

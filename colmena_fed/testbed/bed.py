@@ -18,7 +18,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -188,10 +187,8 @@ class Testbed:
     def stop(self) -> None:
         """Stop the endpoints, the service and the broker; leaves no process behind."""
         try:
-            # Each endpoint takes seconds to stop its engine: stop them side by side.
-            with ThreadPoolExecutor(max(len(self.daemons), 1)) as pool:
-                for stopped in [pool.submit(daemon.stop) for daemon in self.daemons.values()]:
-                    stopped.result()
+            for daemon in self.daemons.values():
+                daemon.stop()
         finally:
             try:
                 self.stop_service()

@@ -6,11 +6,15 @@ no task meets Globus Compute's payload limit; the worker resolves them before th
 store runs only on sites that reach that store. Input objects live until the task finally ends
 (retries included); a result object until the thinker takes the result (or, kept with
 ``keep_result``, releases it); whatever a campaign put is gone from the stores when its task
-server stops.
+server stops. Evictions run on a thread of the data plane's own, so a slow or unreachable store
+never holds up dispatch or delivery; one that fails is logged, naming the store, and nothing
+else is lost.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 import time
 from collections.abc import Collection, Mapping
@@ -29,6 +33,11 @@ from colmena_fed.worker import small, store_name
 #: Globus Compute refuses a serialized result over 10 MiB, and its serializer inflates raw bytes
 #: ~1.35x: a result larger than this goes through a store whatever the threshold.
 RESULT_LIMIT_BYTES = 7_000_000
+
+logger = logging.getLogger(__name__)
+
+#: An object to evict: its store and key.
+_Object = tuple[Store[Any], Any]
 
 
 class ResultPolicy(NamedTuple):
@@ -51,11 +60,18 @@ class DataPlane:
         self._originals: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._results: dict[str, Proxy[Any]] = {}
         self._lock = threading.Lock()
+        # Objects to evict; an Event is set when reached, None stops the evictor.
+        self._evictions: queue.SimpleQueue[_Object | threading.Event | None] = queue.SimpleQueue()
+        self._evictor: threading.Thread | None = None
 
     def start(self) -> None:
-        """Connect to every store."""
+        """Connect to every store, and start evicting in the background."""
         for name in self.config.stores:
             self.stores[name] = Store(name, connector(name, self.config.stores), register=True)
+        self._evictor = threading.Thread(
+            target=self._evict_queued, name="colmena-fed-evict", daemon=True
+        )
+        self._evictor.start()
 
     def share(self, obj: Any, store: str | None = None, tags: Collection[str] = ()) -> Proxy[Any]:
         """Put ``obj`` once (e.g. a model) and return a proxy any number of tasks can take.
@@ -91,21 +107,32 @@ class DataPlane:
         store.evict(key)
 
     def close(self) -> None:
-        """Evict what unfinished tasks and unreleased shares left, and disconnect."""
+        """Evict what is queued and what the run left, then disconnect from every store.
+
+        What the run left: inputs of unfinished tasks, unreleased shares, results never taken.
+        A store that fails is logged and the others are still emptied: this never raises.
+        """
+        if self._evictor is not None:
+            self._evictions.put(None)
+            self._evictor.join()
+            self._evictor = None
+        self._evict_queued(block=False)
         with self._lock:
-            left = [key for keys in self._inputs.values() for key in keys]
+            left: list[_Object | None] = [key for keys in self._inputs.values() for key in keys]
             left += [(store, key) for key, store in self._shared.items()]
-            results = list(self._results.values())
+            left += [self._located(proxy) for proxy in self._results.values()]
             self._inputs.clear()
             self._shared.clear()
             self._originals.clear()
             self._results.clear()
-        for proxy in results:  # results the thinker never took
-            self.discard(proxy)
-        for store, key in left:
-            store.evict(key)
-        for store in self.stores.values():
-            store.close()
+        for located in left:
+            if located is not None:
+                _evict(*located)
+        for name, store in self.stores.items():
+            try:
+                store.close()
+            except Exception as exc:
+                logger.warning("could not close data store %r: %s", name, exc)
         self.stores.clear()
 
     def result_policy(self, site: str) -> ResultPolicy | None:
@@ -157,53 +184,104 @@ class DataPlane:
             task.data.input_bytes = sizes
             task.data.proxy_inputs_s = time.perf_counter() - started
 
-    def evict_inputs(self, task: Result) -> None:
-        """The task ended for good: its input objects can go (the record keeps the originals)."""
+    def release_inputs(self, task: Result) -> None:
+        """The task ended for good: its record gets its inputs back, their objects go.
+
+        The objects are evicted in the background.
+        """
         with self._lock:
             keys = self._inputs.pop(task.task_id, [])
             originals = self._originals.pop(task.task_id, None)
         if originals is not None:
             task.args, task.kwargs = originals
-        for store, key in keys:
-            store.evict(key)
+        for located in keys:
+            self._evictions.put(located)
 
     def note_result(self, task: Result) -> None:
-        """Remember a proxied result that reached the thinker side, until it is delivered."""
-        if type(task.value) is Proxy:
+        """Remember a result proxied into one of these stores, until the thinker takes it.
+
+        A proxy of another store (one a method made itself) is the thinker's own business.
+        """
+        if type(task.value) is Proxy and self._located(task.value) is not None:
             with self._lock:
                 self._results[task.task_id] = task.value
 
     def discard(self, value: Any) -> None:
         """Evict the object behind a proxied result nobody will take (e.g. a late outcome)."""
         if type(value) is Proxy:
-            store = self.stores.get(store_name(value))
-            if store is not None:
-                store.evict(get_key(value))
+            located = self._located(value)
+            if located is not None:
+                self._evictions.put(located)
 
     def resolve_result(self, task: Result) -> None:
-        """Turn a proxied result into its object (on delivery), then evict it from its store.
+        """Turn a result proxied into one of these stores into its object, as it is delivered.
 
-        A task sent with ``keep_result`` keeps its proxy, and its object stays until `release`.
+        A task sent with ``keep_result`` keeps its proxy. The object leaves its store with
+        `after_delivery`.
         """
-        value = task.value
-        if type(value) is not Proxy:
-            return
         with self._lock:
-            self._results.pop(task.task_id, None)
-            store = self.stores.get(store_name(value))
-            if task.keep_result and store is not None:
-                self._shared[get_key(value)] = store
-                return
+            proxy = self._results.get(task.task_id)
+        if proxy is None or task.keep_result:
+            return
         started = time.perf_counter()
         try:
-            task.value = extract(value)
+            task.value = extract(proxy)
         except Exception as exc:
             task.value = None
             task.fail("system", type(exc).__name__, f"cannot resolve the result proxy: {exc}")
             return
         task.data.resolve_result_s = time.perf_counter() - started
-        if store is not None:
-            store.evict(get_key(value))
+
+    def after_delivery(self, task: Result) -> None:
+        """The thinker has the result: evict its object, or keep it until `release`."""
+        with self._lock:
+            proxy = self._results.pop(task.task_id, None)
+            located = None if proxy is None else self._located(proxy)
+            if located is None:
+                return
+            if task.keep_result:
+                self._shared[located[1]] = located[0]
+                return
+        self._evictions.put(located)
+
+    def _located(self, proxy: Proxy[Any]) -> _Object | None:
+        """The store (of these) and key of a proxy's object; None for a proxy of another store."""
+        try:
+            store = self.stores.get(store_name(proxy))
+            return None if store is None else (store, get_key(proxy))
+        except Exception:  # not made by a ProxyStore store at all
+            return None
+
+    def flush(self) -> None:
+        """Return once every eviction queued so far is done."""
+        if self._evictor is None:
+            self._evict_queued(block=False)
+            return
+        reached = threading.Event()
+        self._evictions.put(reached)
+        reached.wait()
+
+    def _evict_queued(self, block: bool = True) -> None:
+        """Evict what is queued: until told to stop (``None``), or until the queue is empty."""
+        while True:
+            try:
+                item = self._evictions.get(block=block)
+            except queue.Empty:
+                return
+            if item is None:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+            else:
+                _evict(*item)
+
+
+def _evict(store: Store[Any], key: Any) -> None:
+    """Evict one object; a store that fails is logged (the object is its to keep or lose)."""
+    try:
+        store.evict(key)
+    except Exception as exc:
+        logger.warning("could not evict an object from data store %r: %s", store.name, exc)
 
 
 def _tagged(store: Store[Any], tags: Collection[str]) -> dict[str, Any]:

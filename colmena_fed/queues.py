@@ -182,7 +182,16 @@ class TaskQueues:
         except queue.Empty:
             return None
         if self._on_delivery is not None:
-            self._on_delivery(result)
+            try:
+                self._on_delivery(result)
+            except Exception as exc:  # the result is off its queue: deliver it, as a failure
+                result.value = None
+                result.fail(
+                    "system",
+                    type(exc).__name__,
+                    f"task {result.task_id} ({result.method}) came back, but its result could "
+                    f"not be delivered: {exc}",
+                )
         result.timestamps.delivered = clock.now()
         with self._lock:
             self._active -= 1
@@ -198,7 +207,8 @@ class TaskQueues:
         """Route new requests to ``sink`` (the task server), first flushing those sent before.
 
         ``on_delivery`` is called with each result as the thinker takes it, in the thinker's
-        thread (the task server resolves a proxied result there).
+        thread (the task server resolves a proxied result there); if it raises, the result is
+        delivered all the same, as a failure naming what went wrong.
         """
         with self._lock:
             if self._sink is not None:

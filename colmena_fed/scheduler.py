@@ -3,8 +3,8 @@
 Pending tasks stay on the thinker side (late binding), ordered by priority then FIFO, and are
 dispatched only when a site they may use has a free slot of their kind; the policy picks which.
 Tasks are queued by (slot kind, sites allowed), so a task waiting for one busy site never holds
-up tasks that could run elsewhere. The scheduler is plain data driven by the task server under
-its lock: no threads, no locks, testable without starting anything.
+up tasks that could run elsewhere. The scheduler is plain data driven by the dispatcher (its one
+owner): no threads, no locks, testable without starting anything.
 """
 
 from __future__ import annotations
@@ -247,6 +247,14 @@ class Scheduler:
         for entry in entries:
             self._remove(entry)
         return [entry.task for entry in entries]
+
+    def forget(self, task_id: str) -> bool:
+        """Remove a pending task that ended some other way; False if it was not pending."""
+        entry = self._pending.get(task_id)
+        if entry is None:
+            return False
+        self._remove(entry)
+        return True
 
     def _allowed(self, task: Result) -> frozenset[str] | None:
         """Sites the task may use: its own request narrowed by the policy (None: any)."""

@@ -218,6 +218,7 @@ def test_a_kept_result_stays_at_the_site_endpoint_until_released_and_feeds_later
         assert type(kept.value) is Proxy
         assert kept.data.resolve_result_s is None  # delivered unresolved
         # The worker put the result through the site's endpoint; the thinker's input is gone.
+        server.data.flush()
         assert peers.stored(peers.site_home) == 1
         assert peers.stored(peers.thinker_home) == 0
         queues.send_inputs(kept.value, method="size")
@@ -332,14 +333,16 @@ def test_a_multi_store_steers_objects_by_size_and_by_tags(tmp_path: Path, redis_
         data.proxy_inputs(task)
         assert task.stores == ["tiered"]
         assert (cache.dbsize(), files()) == (1, 1)
-        data.evict_inputs(task)
+        data.release_inputs(task)
+        data.flush()
         assert task.args == (b"s" * 200_000, b"l" * (2 * MB), 7)
         assert (cache.dbsize(), files()) == (0, 0)
         # A small object with the tag 'model' goes where that tag is accepted, not by size.
         tagged = Result(method="m", topic="models", args=(b"w" * 200_000,))
         data.proxy_inputs(tagged)
         assert (cache.dbsize(), files()) == (0, 1)
-        data.evict_inputs(tagged)
+        data.release_inputs(tagged)
+        data.flush()
         model = data.share(b"w" * 200_000, tags=["model"])
         assert (cache.dbsize(), files()) == (0, 1)
         data.release(model)

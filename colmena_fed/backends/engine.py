@@ -3,7 +3,8 @@
 The engine (``GlobusComputeEngine``: Parsl's HighThroughputExecutor underneath) was written to
 live inside an endpoint daemon. Running it under a thinker needs a few precautions: its
 subprocesses must find their console scripts and the thinker's modules, must not die with the
-user's Ctrl+C, and a dead interchange must not make status reads or shutdown wait forever.
+user's Ctrl+C but must not outlive the thinker either (`colmena_fed.guard`), and a dead
+interchange must not make status reads or shutdown wait forever.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from globus_compute_endpoint.engines.base import GlobusComputeEngineBase
 
 from colmena_fed.endpoints.template import MissingVariables, TemplateError, render
 from colmena_fed.errors import ConfigError
+from colmena_fed.guard import adopt, ensure_guard
 
 _ENDPOINT_SCRIPT = "globus-compute-endpoint"
 _environment_lock = threading.Lock()
@@ -36,12 +38,14 @@ _abandoned: list[GlobusComputeEngineBase] = []
 
 
 def prepare_worker_environment() -> None:
-    """Let the engine's subprocesses find their console scripts and the thinker's modules.
+    """Let the engine's subprocesses find the scripts and modules they need, and end in time.
 
     The engine launches ``globus-compute-endpoint`` and Parsl's worker pool by name, so the
     directory holding this interpreter's scripts goes on PATH; the thinker's import path goes on
-    PYTHONPATH so workers can import the modules that define its methods.
+    PYTHONPATH so workers can import the modules that define its methods. The process's guard
+    is started, and its token goes into the environment every subprocess inherits.
     """
+    ensure_guard()
     with _environment_lock:
         scripts = sysconfig.get_path("scripts")
         if shutil.which(_ENDPOINT_SCRIPT) is None and scripts:
@@ -99,6 +103,17 @@ def interrupts_ignored_by_children() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def guard_interchange(engine: GlobusComputeEngineBase) -> None:
+    """Have the guard stop the engine's interchange if the thinker dies.
+
+    The interchange sets its process title, which overwrites the environment that would
+    otherwise mark it for the guard; its workers still carry the mark.
+    """
+    process = getattr(getattr(engine, "executor", None), "interchange_proc", None)
+    if process is not None:
+        adopt(process.pid)
 
 
 def interchange_exit_code(engine: GlobusComputeEngineBase) -> int | None:

@@ -1,8 +1,10 @@
 """The ``globus`` backend: a Globus Compute endpoint reached through the Globus Compute SDK.
 
 Each site submits through its own ``globus_compute_sdk.Executor`` (functions registered once
-per run, tasks batched, one task group per run) and reads its endpoint's status with
-``Client.get_endpoint_status``. The task server polls that within Globus Compute's rate limit.
+per run, tasks batched) and reads its endpoint's status with ``Client.get_endpoint_status``.
+The task server polls that within Globus Compute's rate limit. Every site of a run submits into
+the run's own task group, so the SDK's result watcher for it (one per task group and process) is
+the run's alone, and the task server stops it when it stops.
 
 The SDK's Executor stops for good after a failed submission (an HTTP error, an expired login,
 a batch over the size limit) and cancels whatever it still held. The site then builds a new one
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from dataclasses import replace
@@ -89,7 +92,7 @@ def _without_retries(client: Client) -> Client:
 
 
 class ServiceClients:
-    """A run's two Globus Compute clients, each made when a globus site first needs it.
+    """A run's Globus Compute clients (made when a globus site first needs them), task group.
 
     ``tasks`` registers functions and submits, with the SDK's retries. ``status`` polls
     endpoint status with a single attempt: a poll is repeated a period later anyway, and the
@@ -97,9 +100,10 @@ class ServiceClients:
     with the SDK's back-off) would hold submissions back, and a status report with it.
     """
 
-    def __init__(self, config: GlobusConfig) -> None:
-        """Clients for the service ``config`` names."""
+    def __init__(self, config: GlobusConfig, task_group: uuid.UUID | None = None) -> None:
+        """Clients for the service ``config`` names; tasks go into ``task_group`` (or a new one)."""
         self.config = config
+        self.task_group = task_group or uuid.uuid4()
 
     @functools.cached_property
     def tasks(self) -> Client:
@@ -110,6 +114,24 @@ class ServiceClients:
     def status(self) -> Client:
         """The client for status polls: one attempt each, `STATUS_TIMEOUT_S` at most."""
         return make_client(self.config, retries=False)
+
+    def stop(self) -> None:
+        """Stop the SDK's result watcher of the run's task group, without waiting for it.
+
+        Its sites' Executors are stopped by then. The SDK's own shutdown of a watcher waits
+        for its thread, and when the service has gone that thread sleeps between reconnection
+        attempts (up to 10 s each, tracebacks logged): instead it is asked to stop, forgets what
+        it still watches, and its (daemon) thread ends on its own. This reaches into the
+        watcher (pinned SDK version; see pyproject.toml).
+        """
+        watcher = sdk_executor._RESULT_WATCHERS.pop(self.task_group, None)
+        if watcher is None:
+            return
+        with watcher._new_futures_lock:
+            watcher._closed = True
+            watcher._open_futures.clear()
+            watcher._open_futures_empty.set()
+        watcher._time_to_stop = True
 
 
 class GlobusBackend:
@@ -148,6 +170,7 @@ class GlobusBackend:
         executor = Executor(
             endpoint_id=self.endpoint_id,
             client=self._client,
+            task_group_id=self._clients.task_group,
             batch_size=self._batch_size,
             user_endpoint_config=self.config.user_endpoint_config or None,
             resource_specification=self.config.resource_specification or None,
@@ -348,7 +371,6 @@ class GlobusBackend:
             deliver.cancel()
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
-            _stop_watching(executor, list(sent))
 
 
 class _Once:
@@ -371,25 +393,6 @@ class _Once:
         with self._lock:
             first, self._done = not self._done, True
         return first
-
-
-def _stop_watching(executor: Executor, futures: list[Future[Any]]) -> None:
-    """Make the SDK's result watcher forget ``futures`` of a stopped site.
-
-    The watcher is shared by every Executor of the process, outlives them, and at exit waits for
-    every future it watches: a task lost with its endpoint would keep the process from exiting.
-    The SDK has no public way to drop a future, so this reaches into its watcher (pinned SDK
-    version; see pyproject.toml).
-    """
-    watcher = sdk_executor._RESULT_WATCHERS.get(executor.task_group_id)
-    if watcher is None:
-        return
-    with watcher._new_futures_lock:
-        for future in futures:
-            task_id: Any = getattr(future, "task_id", None)
-            watcher._open_futures.pop(task_id, None)
-        if not watcher._open_futures:
-            watcher._open_futures_empty.set()
 
 
 def _unreachable(client: Client | None, exc: Exception) -> str:

@@ -30,6 +30,7 @@ from colmena_fed.backends import (
 from colmena_fed.backends.engine import (
     StatusReader,
     abandon,
+    guard_interchange,
     interchange_exit_code,
     interrupts_ignored_by_children,
     load_engine,
@@ -90,6 +91,8 @@ class LocalBackend:
             raise SiteError(
                 self.name, type(exc).__name__, f"engine failed to start: {exc}"
             ) from exc
+        finally:
+            guard_interchange(engine)  # started, or half-started
 
     def register(self, method: Method, function: Callable[..., Any]) -> None:
         """Serialize ``function`` once; every task of ``method`` reuses the buffer."""

@@ -1,0 +1,413 @@
+"""The dispatcher: the one owner of every task's state.
+
+Nothing else changes a task once it is sent. The queues, the site backends, the status poller
+and the data plane post *events* (a task was requested; an attempt ended; a site reported its
+status; a deadline passed; a result was delivered), and the dispatcher applies them one at a
+time, in the order they were posted. Applying an event decides the transitions (placed,
+dispatched, retried, failed over, expired, superseded, ended) and queues their *effects* (send a
+task to its site, put a result on its topic, evict objects); the effects run once the queued
+events are applied. An effect that posts an event (a backend that fails a task at once) only
+queues it, so nothing re-enters placement, however many tasks are refused at once, and an
+exception while applying an event ends that task as a failure with the reason.
+
+No thread of its own runs the dispatcher: whichever thread posts an event while no other
+thread is applying events applies them all (a combining lock). One thread at a time owns the
+state, and the hot path has no thread hand-off. A thread that finds the dispatcher busy leaves
+its event to the thread at work and returns at once. The main thread defers its SIGINT and
+SIGTERM handlers while it applies events, so Ctrl+C never lands halfway through a transition.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from colmena_fed import clock
+from colmena_fed.backends import Outcome, SiteBackend, SiteStatus
+from colmena_fed.capacity import CapacityWatchers
+from colmena_fed.data import DataPlane
+from colmena_fed.errors import SiteError
+from colmena_fed.methods import Method
+from colmena_fed.models import Attempt, FailureInfo, Result, WorkerInfo
+from colmena_fed.scheduler import Placement, PlacementError, Scheduler
+from colmena_fed.worker import WorkerReport
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: An event or an effect: a bound method of the dispatcher and its arguments.
+_Call = tuple[Any, ...]
+
+#: Signals whose Python handlers wait while the main thread applies events.
+_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass
+class SiteCounts:
+    """What the dispatcher has seen of one site, for displays and reports."""
+
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+    status: SiteStatus = field(default_factory=lambda: SiteStatus(online=False, detail="starting"))
+
+
+class Dispatcher:
+    """Owns the scheduler, the record of every unfinished task, and each site's counts.
+
+    Post events with `requested`, `finished`, `status`, `tick` and `delivered`, from any
+    thread; read a consistent view with `read`; end everything with `close`.
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        backends: Mapping[str, SiteBackend],
+        methods: Mapping[str, Method],
+        deliver: Callable[[Result], None],
+        *,
+        data: DataPlane | None = None,
+        capacity: CapacityWatchers | None = None,
+        staleness: float = float("inf"),
+    ) -> None:
+        """Dispatch over ``backends`` with ``scheduler``; ``deliver`` hands a result to the thinker.
+
+        Args:
+            scheduler: Pending work and placement (owned by the dispatcher from now on).
+            backends: The sites, by name.
+            methods: The methods tasks may name (for their retry limits).
+            deliver: Puts a finished task's record on its topic (`TaskQueues.put_result`).
+            data: The stores that carry the tasks' large inputs and results, if any.
+            capacity: Watchers of the live capacity per slot kind, told after status changes.
+            staleness: Seconds after which a site's last online report no longer counts.
+        """
+        self.scheduler = scheduler
+        self.backends = backends
+        self.methods = methods
+        self.data = data
+        self.capacity = capacity or CapacityWatchers()
+        self.staleness = staleness
+        #: Per-site counts; read them through `read` for a consistent view.
+        self.counts = {name: SiteCounts() for name in backends}
+        self._deliver = deliver
+        self._events: deque[_Call] = deque()
+        self._effects: list[_Call] = []
+        self._lock = threading.Lock()
+        self._live: dict[str, Result] = {}  # requested and not yet ended
+        self._in_flight: dict[str, Result] = {}  # sent to a site, outcome not yet in
+        self._closed = False
+
+    # Events: any thread may post them.
+
+    def requested(self, task: Result) -> None:
+        """The thinker sent ``task`` (its slot set; ``task.failure`` set if refused already)."""
+        self._post((self._on_requested, task))
+
+    def finished(self, task: Result, attempt: int, outcome: Outcome) -> None:
+        """Attempt number ``attempt`` of ``task`` ended at its site with ``outcome``."""
+        self._post((self._on_finished, task, attempt, outcome))
+
+    def status(self, site: str, status: SiteStatus) -> None:
+        """``site`` reported its live state."""
+        self._post((self._on_status, site, status))
+
+    def tick(self) -> None:
+        """Time passed: expire pending tasks whose ``max_wait`` is over."""
+        self._post((self._on_tick,))
+
+    def delivered(self, task: Result) -> None:
+        """The thinker took ``task``'s result from its topic."""
+        self._post((self._on_delivered, task))
+
+    def close(self) -> None:
+        """End every unfinished task as ``shutdown``; tasks requested later end the same way.
+
+        Returns once that is applied and every result is on its topic.
+        """
+        self._post((self._on_close,))
+        self.read(lambda: None)
+
+    def read(self, query: Callable[[], T]) -> T:
+        """The answer of ``query`` on the dispatcher's state, once every posted event is applied.
+
+        Not to be called from inside the dispatcher (a backend's ``submit``, a policy).
+        """
+        with self._lock:
+            answer: T = self._apply(query)
+        self._run(applied=True)  # events posted while this thread held the dispatcher
+        return answer
+
+    # Running the dispatcher.
+
+    def _post(self, event: _Call) -> None:
+        self._events.append(event)
+        self._run()
+
+    def _run(self, applied: bool = False) -> None:
+        """Apply every queued event, unless another thread is at it (it applies ours too).
+
+        The thread that applied events then tells the capacity watchers, outside the lock.
+        """
+        lock = self._lock
+        while self._events and lock.acquire(blocking=False):
+            applied = True
+            try:
+                self._apply(None)
+            finally:
+                lock.release()
+        if applied:
+            self.capacity.deliver()
+
+    def _apply(self, query: Callable[[], Any] | None) -> Any:
+        """Drain the events (and answer ``query``); the caller holds the lock."""
+        if threading.current_thread() is not threading.main_thread():
+            self._drain()
+            return None if query is None else query()
+        caught: list[tuple[int, Any]] = []
+        saved: dict[signal.Signals, Callable[[int, Any], Any]] = {}
+        for deferred in _DEFERRED_SIGNALS:
+            handler = signal.getsignal(deferred)
+            if callable(handler):
+                saved[deferred] = handler
+                signal.signal(deferred, lambda received, frame: caught.append((received, frame)))
+        try:
+            self._drain()
+            answer = None if query is None else query()
+        finally:
+            for deferred, handler in saved.items():
+                signal.signal(deferred, handler)
+        for received, frame in caught:  # now that no transition is half done
+            saved[signal.Signals(received)](received, frame)
+        return answer
+
+    def _drain(self) -> None:
+        events, effects = self._events, self._effects
+        while events:
+            while events:
+                event = events.popleft()
+                try:
+                    event[0](*event[1:])
+                except Exception as exc:
+                    self._event_failed(event, exc)
+            try:
+                for effect in effects:
+                    try:
+                        effect[0](*effect[1:])
+                    except Exception:
+                        logger.exception("%s failed", effect[0].__name__)
+            finally:
+                effects.clear()
+
+    def _event_failed(self, event: _Call, exc: Exception) -> None:
+        """An event could not be applied: end its task as a failure, keeping the rest whole."""
+        task = next((arg for arg in event[1:] if isinstance(arg, Result)), None)
+        logger.error(
+            "applying %s failed%s",
+            event[0].__name__,
+            f" for task {task.task_id}" if task is not None else "",
+            exc_info=exc,
+        )
+        if task is None or task.task_id not in self._live:
+            return
+        try:
+            self.scheduler.forget(task.task_id)
+            if self._in_flight.pop(task.task_id, None) is not None:
+                self._left_site(task, task.attempts[-1].site)
+        except Exception:
+            logger.exception("could not free what task %s held", task.task_id)
+        task.fail(
+            "system",
+            type(exc).__name__,
+            f"colmena-fed could not handle task {task.task_id} ({task.method}): {exc}",
+        )
+        self._end(task)
+
+    # Transitions: only ever run by `_drain`, one at a time.
+
+    def _on_requested(self, task: Result) -> None:
+        self._live[task.task_id] = task
+        if task.failure is not None:  # refused before it reached the dispatcher
+            self._end(task)
+            return
+        if self._closed:
+            self._shut_out(task)
+            return
+        try:
+            self.scheduler.check(task)
+        except PlacementError as exc:
+            task.fail("rejected", "PlacementError", str(exc))
+            self._end(task)
+            return
+        placed, ended = self.scheduler.submit(task)
+        self._dispatch(placed)
+        for old in ended:
+            self._end(old)
+
+    def _on_finished(self, task: Result, attempt: int, outcome: Outcome) -> None:
+        received = clock.now()
+        if self._in_flight.get(task.task_id) is not task or len(task.attempts) != attempt:
+            logger.info("late outcome of task %s (attempt %d) ignored", task.task_id, attempt)
+            if self.data is not None and not isinstance(outcome, SiteError):
+                self._effects.append((self.data.discard, outcome.value))
+            return
+        del self._in_flight[task.task_id]
+        task.timestamps.received = received
+        site = task.attempts[-1].site
+        counts = self.counts[site]
+        failed_here = isinstance(outcome, SiteError) and outcome.kind == "system"
+        if failed_here and self.backends[site].polled:  # its next report lifts it
+            self.scheduler.suspend(site)  # before its slot frees: nothing more goes there
+        self._left_site(task, site)
+        task.attempts[-1].ended = received
+        if isinstance(outcome, SiteError):
+            counts.failed += 1
+            if outcome.kind == "system":
+                self._retry_or_fail(task, outcome.code, outcome.message, received)
+                return
+            task.fail(outcome.kind, outcome.code, outcome.message)
+        else:
+            _record(task, outcome)
+            if self.data is not None:
+                self.data.note_result(task)
+            counts.done += task.success is True
+            counts.failed += task.success is False
+            counts.by_method[task.method] = counts.by_method.get(task.method, 0) + 1
+            self.scheduler.observe(task)
+        self._end(task)
+
+    def _on_status(self, site: str, status: SiteStatus) -> None:
+        now = clock.now()
+        online = status.online and now - status.updated <= self.staleness
+        if status.online and not online:
+            status = replace(status, online=False, detail="status is stale")
+        self.counts[site].status = status
+        was_online = self.scheduler.sites[site].online
+        self._dispatch(self.scheduler.set_status(site, online, status.workers))
+        if was_online and not online:
+            self._fail_over(site, status.detail or "site offline", now)
+        if self.capacity.slots:
+            self.capacity.update(self.scheduler.live_capacity)
+
+    def _on_tick(self) -> None:
+        for task in self.scheduler.expire(clock.now()):
+            self._end(task)
+
+    def _on_delivered(self, task: Result) -> None:
+        if self.data is not None:
+            self._effects.append((self.data.after_delivery, task))
+
+    def _on_close(self) -> None:
+        self._closed = True
+        for task in self._in_flight.values():
+            self.counts[task.attempts[-1].site].running -= 1
+        unfinished = [*self.scheduler.drain(), *self._in_flight.values()]
+        self._in_flight.clear()
+        for task in unfinished:
+            self._shut_out(task)
+
+    # Steps the transitions share.
+
+    def _dispatch(self, placements: list[Placement]) -> None:
+        """Record each placement as a new attempt and queue its send."""
+        if not placements:
+            return
+        now = clock.now()
+        for task, site in placements:
+            task.endpoint = self.backends[site].endpoint_id
+            task.timestamps.dispatched = now
+            task.attempts.append(Attempt(site=site, dispatched=now))
+            self._in_flight[task.task_id] = task
+            self.counts[site].running += 1
+            self._effects.append((self._send, task, site, len(task.attempts)))
+
+    def _left_site(self, task: Result, site: str) -> None:
+        """``task`` no longer holds a slot at ``site``: free it and fill free slots."""
+        self.counts[site].running -= 1
+        self._dispatch(self.scheduler.release(site, task.slot or ""))
+
+    def _retry_or_fail(self, task: Result, code: str, message: str, now: float) -> None:
+        """Close the task's current attempt; place it again if it has retries left."""
+        current = task.attempts[-1]
+        current.ended, current.reason = now, f"{code}: {message}"
+        limit = task.max_retries
+        if limit is None:
+            limit = self.methods[task.method].max_retries
+        if task.retries < limit:
+            task.site = None
+            placed, ended = self.scheduler.requeue(task, now)
+            self._dispatch(placed)
+            for expired in ended:
+                self._end(expired)
+            return
+        tries = len(task.attempts)
+        task.fail("system", code, f"{message} (after {tries} attempt{'s' * (tries > 1)})")
+        self._end(task)
+
+    def _fail_over(self, site: str, detail: str, now: float) -> None:
+        """Re-place every task in flight on a site that went offline."""
+        lost = [t for t in self._in_flight.values() if t.attempts[-1].site == site]
+        for task in lost:
+            del self._in_flight[task.task_id]
+            self.counts[site].failed += 1
+            self._left_site(task, site)
+            self._retry_or_fail(task, "SiteOffline", f"site {site!r}: {detail}", now)
+        if lost:
+            logger.warning("site %r offline (%s): %d tasks placed again", site, detail, len(lost))
+
+    def _shut_out(self, task: Result) -> None:
+        task.fail("shutdown", "TaskServerStopped", "the task server stopped first")
+        self._end(task)
+
+    def _end(self, task: Result) -> None:
+        """The task has its final outcome: hand it to the thinker once the events are applied."""
+        self._live.pop(task.task_id, None)
+        self._effects.append((self._put, task))
+
+    # Effects: run by `_drain` after the events that queued them.
+
+    def _send(self, task: Result, site: str, attempt: int) -> None:
+        on_done = functools.partial(self.finished, task, attempt)
+        try:
+            self.backends[site].submit(task, on_done)
+        except Exception as exc:  # a backend bug must not lose the task
+            logger.exception("site %r failed to take task %s", site, task.task_id)
+            on_done(SiteError(site, type(exc).__name__, f"the site refused the task: {exc}"))
+
+    def _put(self, task: Result) -> None:
+        if self.data is not None:
+            self.data.release_inputs(task)
+        if not task.keep_inputs:
+            task.args, task.kwargs = (), {}
+        self._deliver(task)
+
+
+def _record(task: Result, report: WorkerReport) -> None:
+    stamps = task.timestamps
+    stamps.compute_started = report.compute_started
+    stamps.compute_ended = report.compute_ended
+    task.worker = WorkerInfo(
+        hostname=report.hostname, pid=report.pid, accelerator=report.accelerator
+    )
+    if report.resolve_inputs_s is not None:
+        task.data.resolve_inputs_s = report.resolve_inputs_s
+    if report.result_bytes is not None:
+        task.data.proxy_result_s = report.proxy_result_s
+        task.data.result_bytes = report.result_bytes
+    task.success = report.success
+    if task.success:
+        task.value = report.value
+    else:
+        task.failure = FailureInfo(
+            kind="user",
+            exception_type=report.exception_type or "Exception",
+            message=report.message or "",
+            traceback=report.traceback,
+        )

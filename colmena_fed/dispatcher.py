@@ -197,6 +197,8 @@ class Dispatcher:
                     event[0](*event[1:])
                 except Exception as exc:
                     self._event_failed(event, exc)
+                if self.scheduler.refused:
+                    self._end_refused()
             try:
                 for effect in effects:
                     try:
@@ -205,6 +207,14 @@ class Dispatcher:
                         logger.exception("%s failed", effect[0].__name__)
             finally:
                 effects.clear()
+
+    def _end_refused(self) -> None:
+        """End the tasks the scheduler could not place because the policy raised for them."""
+        refused, self.scheduler.refused = self.scheduler.refused, []
+        for task in refused:
+            failure = task.failure
+            logger.error("%s\n%s", failure and failure.message, failure and failure.traceback)
+            self._end(task)
 
     def _event_failed(self, event: _Call, exc: Exception) -> None:
         """An event could not be applied: end its task as a failure, keeping the rest whole."""

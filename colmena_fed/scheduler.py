@@ -12,10 +12,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from colmena_fed.models import Result
+from colmena_fed.models import FailureInfo, Result
 from colmena_fed.policies import Availability, Observations, Policy, SiteState, only
 
 
@@ -100,6 +101,9 @@ class Scheduler:
         self._superseding: dict[str, str] = {}
         self._deadlines: list[tuple[float, int, str]] = []
         self._counter = itertools.count()
+        #: Pending tasks the policy raised for while placing them (which may happen while
+        #: another task's slot is freed): each left its queue failed, for the caller to end.
+        self.refused: list[Result] = []
 
     @property
     def pending_count(self) -> int:
@@ -328,7 +332,13 @@ class Scheduler:
             sites = self._near_first(head.task, self._online(slot, head.key[1]))
             if head.task.attempts:
                 sites = _untried_first(head.task, sites, slot)
-            choice = self.policy.choose(head.task, sites, self._waiting[slot] - 1)
+            try:
+                choice = self.policy.choose(head.task, sites, self._waiting[slot] - 1)
+            except Exception as exc:  # that task cannot be placed: it must not block the rest
+                heapq.heappop(self._queues[head.key])
+                self._remove(head)
+                self.refused.append(_refuse(head.task, exc))
+                continue
             if choice is None:
                 blocked.add(head.key)
                 continue
@@ -384,6 +394,17 @@ def _untried_first(task: Result, sites: list[SiteState], slot: str) -> list[Site
 
 def _any_free(sites: list[SiteState], slot: str) -> bool:
     return any(site.free(slot) > 0 for site in sites)
+
+
+def _refuse(task: Result, exc: Exception) -> Result:
+    task.success = False
+    task.failure = FailureInfo(
+        kind="system",
+        exception_type=type(exc).__name__,
+        message=f"placing task {task.task_id} ({task.method}) failed: {exc}",
+        traceback=traceback.format_exc(),
+    )
+    return task
 
 
 def _expire(task: Result) -> None:

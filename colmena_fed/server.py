@@ -213,7 +213,6 @@ class TaskServer:
             if not self._running:
                 return
             interrupted = _run_to_the_end(self._shut_down)
-            self._running = False
         if interrupted:
             raise KeyboardInterrupt
 
@@ -235,6 +234,7 @@ class TaskServer:
                 step()
             except Exception:
                 logger.exception("stopping the task server: %s failed", step.__name__)
+        self._running = False
         _left_running.discard(self)
 
     def _shutdown_backends(self) -> None:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import psutil
 import pytest
+import redis
 from globus_compute_sdk.sdk import executor as sdk_executor
 from sample_methods import accelerator, add, blob, die, double, fail, nap
 
@@ -64,6 +68,37 @@ class RunningTestbed(NamedTuple):
         """The state file now (process ids change when the testbed restarts a part)."""
         state: dict[str, Any] = json.loads((self.directory / "testbed.json").read_text())
         return state
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A redis-server of our own on 127.0.0.1, with nothing saved to disk."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed (scripts/test.sh installs it)"
+        self.port = free_port()
+        command = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        self.process = subprocess.Popen([*command, "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server (it may have been killed already)."""
+        self.process.terminate()
+        self.process.wait(timeout=30)
 
 
 def colmena_fed(*args: str) -> subprocess.CompletedProcess[str]:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
+
+from proxystore.factory import SimpleFactory
+from proxystore.proxy import Proxy
 
 
 def double(x: int) -> int:
@@ -41,3 +45,15 @@ def reverse(data: bytes) -> bytes:
 
 def size(data: bytes) -> int:
     return len(data)
+
+
+def hold(data: bytes, marker: str, seconds: float) -> int:
+    """Say it runs (its inputs resolved) by creating ``marker``, then take ``seconds``."""
+    Path(marker).touch()
+    time.sleep(seconds)
+    return len(data)
+
+
+def own_proxy(values: list[int]) -> Proxy[list[int]]:
+    """A result the method proxies itself, in no store the task server knows."""
+    return Proxy(SimpleFactory(values))

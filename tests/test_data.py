@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -18,7 +17,7 @@ from uuid import uuid4
 import pytest
 import redis
 import yaml
-from conftest import ENDPOINTS
+from conftest import ENDPOINTS, RedisServer, free_port
 from proxystore.proxy import Proxy
 from sample_methods import reverse, size
 
@@ -30,33 +29,12 @@ from colmena_fed.stores import DataConfig
 MB = 1_000_000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def redis_port() -> Iterator[int]:
-    """A redis-server of our own on 127.0.0.1, with nothing saved to disk."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed (scripts/setup.sh installs it)"
-    port = free_port()
-    server = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield port
-    server.terminate()
-    server.wait(timeout=30)
+    """A redis-server of our own on 127.0.0.1, shared by the module's tests."""
+    server = RedisServer()
+    yield server.port
+    server.stop()
 
 
 class Peers(NamedTuple):

@@ -6,11 +6,18 @@ broker, reached through the Globus Compute SDK's Executor as a `globus` site. Ea
 without prefetch (at most one task per worker in flight: strict late binding) and with
 prefetch (``--prefetch`` tasks beyond the workers, hiding the round trip).
 
+The baseline of the `globus` backend itself is the Globus Compute SDK's ``Executor`` driven
+directly against the same endpoint, as a script would (``sdk``): the same no-op function,
+registered once, each burst submitted at once and every future waited for; it gets the batch
+size and client-side rate limit colmena-fed's backend uses (the SDK's default of 4 API calls
+per 16 s would only measure that throttle).
+
 Prints, per contender, the median round-trip latency of one no-op task (sequential) and the
 median throughput of bursts of ``--tasks`` no-op tasks (``--tasks-late`` without prefetch,
 where every task waits for a round trip; the contenders take turns, so drift of the machine
-affects all alike), the testbed's throughput with prefetch over the `local` backend's in its
-default configuration (``ratio_vs_local_default``), and as its last line the like-for-like
+affects all alike); then the testbed's throughput with prefetch over the `local` backend's in
+its default configuration (``ratio_vs_local_default``), over the bare SDK's
+(``ratio_vs_sdk``), and as its last line the like-for-like
 ``ratio <testbed throughput with prefetch / local throughput with prefetch>``.
 """
 
@@ -21,10 +28,16 @@ import platform
 import statistics
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from globus_compute_sdk import Executor
+
 from colmena_fed import Method, Result, SitesConfig, TaskQueues, TaskServer
+from colmena_fed.backends.globus import ServiceClients
+from colmena_fed.sites import GlobusConfig
 from colmena_fed.testbed.bed import Testbed
 
 ENDPOINT_YAML = Path(__file__).resolve().parent.parent / "endpoints" / "local-cpu.yaml"
@@ -40,27 +53,65 @@ def check(result: Result | None) -> None:
         raise RuntimeError(f"a task failed or timed out: {result}")
 
 
-def burst(queues: TaskQueues, n_tasks: int) -> float:
-    """Tasks per second for ``n_tasks`` no-op tasks sent at once."""
-    started = time.perf_counter()
-    for i in range(n_tasks):
-        queues.send_inputs(i, method="noop")
-    for _ in range(n_tasks):
-        result = queues.get_result(timeout=600)
-        check(result)
-    return n_tasks / (time.perf_counter() - started)
+class Federated:
+    """colmena-fed: one site (`local` or `globus`) behind a task server."""
 
+    def __init__(self, config: dict[str, Any], run_dir: Path) -> None:
+        self.queues = TaskQueues()
+        sites = SitesConfig.from_dict(config)
+        self.server = TaskServer(self.queues, sites, [Method(noop)], run_dir=run_dir)
+        self.server.start()
 
-def latency(queues: TaskQueues, rounds: int) -> float:
-    """Median seconds of one task's round trip, sent alone."""
-    spans = []
-    for i in range(rounds):
+    def burst(self, n_tasks: int) -> float:
+        """Tasks per second for ``n_tasks`` no-op tasks sent at once."""
         started = time.perf_counter()
-        queues.send_inputs(i, method="noop")
-        result = queues.get_result(timeout=600)
-        check(result)
-        spans.append(time.perf_counter() - started)
-    return statistics.median(spans)
+        for i in range(n_tasks):
+            self.queues.send_inputs(i, method="noop")
+        for _ in range(n_tasks):
+            check(self.queues.get_result(timeout=600))
+        return n_tasks / (time.perf_counter() - started)
+
+    def stop(self) -> None:
+        """Stop the task server (its sites and its SDK result watcher)."""
+        self.server.stop()
+
+
+class BareSdk:
+    """The baseline: the SDK's Executor on the same endpoint, driven directly."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.clients = ServiceClients(GlobusConfig(service="testbed"), uuid.uuid4())
+        self.executor = Executor(
+            endpoint_id=endpoint,
+            client=self.clients.tasks,
+            task_group_id=self.clients.task_group,
+            batch_size=128,
+            api_burst_limit=8,
+            api_burst_window_s=1,
+        )
+        self.function_id = self.executor.register_function(noop)
+
+    def burst(self, n_tasks: int) -> float:
+        """Tasks per second for ``n_tasks`` no-op tasks submitted at once."""
+        started = time.perf_counter()
+        futures = [
+            self.executor.submit_to_registered_function(self.function_id, (i,))
+            for i in range(n_tasks)
+        ]
+        for i, future in enumerate(futures):
+            if future.result(timeout=600) != i:
+                raise RuntimeError(f"task {i} came back with {future.result()!r}")
+        return n_tasks / (time.perf_counter() - started)
+
+    def stop(self) -> None:
+        """Stop the Executor and its result watcher."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.clients.stop()
+
+
+def latency(burst: Callable[[int], float], rounds: int) -> float:
+    """Median seconds of one task's round trip, sent alone."""
+    return statistics.median(1 / burst(1) for _ in range(rounds))
 
 
 def main() -> None:
@@ -95,25 +146,26 @@ def main() -> None:
                 "config": config,
                 "tasks": args.tasks if prefetch else args.tasks_late,
             }
-        servers = []
-        for name, contender in contenders.items():
-            queues = TaskQueues()
-            sites = SitesConfig.from_dict(contender["config"])
-            slug = name.replace(" + ", "-")
-            server = TaskServer(queues, sites, [Method(noop)], run_dir=directory / slug)
-            server.start()
-            servers.append(server)
-            contender.update(queues=queues, rates=[])
-            burst(queues, 4)  # warm: workers up, functions registered
+        drivers: list[Federated | BareSdk] = []
         try:
+            for name, contender in contenders.items():
+                slug = name.replace(" + ", "-")
+                federated = Federated(contender["config"], directory / slug)
+                drivers.append(federated)
+                contender.update(driver=federated, rates=[])
+            sdk = BareSdk(endpoint)
+            drivers.append(sdk)
+            contenders["sdk"] = {"driver": sdk, "tasks": args.tasks, "rates": []}
             for contender in contenders.values():
-                contender["latency"] = latency(contender["queues"], args.rounds)
+                contender["driver"].burst(4)  # warm: workers up, functions registered
+            for contender in contenders.values():
+                contender["latency"] = latency(contender["driver"].burst, args.rounds)
             for _ in range(args.repeats):
                 for contender in contenders.values():
-                    contender["rates"].append(burst(contender["queues"], contender["tasks"]))
+                    contender["rates"].append(contender["driver"].burst(contender["tasks"]))
         finally:
-            for server in servers:
-                server.stop()
+            for driver in drivers:
+                driver.stop()
     print(f"# {platform.node()} {time.strftime('%Y-%m-%d')} prefetch={args.prefetch}")
     print(f"{'contender':<20} {'latency ms':>11} {'tasks/s':>9} {'burst':>6}")
     for name, contender in contenders.items():
@@ -122,6 +174,7 @@ def main() -> None:
         print(f"{name:<20} {latency_ms:>11.1f} {contender['rate']:>9.1f} {contender['tasks']:>6}")
     testbed = contenders["testbed + prefetch"]["rate"]
     print(f"ratio_vs_local_default {testbed / contenders['local']['rate']:.3f}")
+    print(f"ratio_vs_sdk {testbed / contenders['sdk']['rate']:.3f}")
     print(f"ratio {testbed / contenders['local + prefetch']['rate']:.3f}")
 
 

@@ -63,6 +63,8 @@ class DataPlane:
         # Objects to evict; an Event is set when reached, None stops the evictor.
         self._evictions: queue.SimpleQueue[_Object | threading.Event | None] = queue.SimpleQueue()
         self._evictor: threading.Thread | None = None
+        # Evictions held back, by store, since it failed one (evicted at close if possible).
+        self._held_back: dict[str, list[_Object]] = {}
 
     def start(self) -> None:
         """Connect to every store, and start evicting in the background."""
@@ -127,7 +129,8 @@ class DataPlane:
             self._results.clear()
         for located in left:
             if located is not None:
-                _evict(*located)
+                self._evict(*located)
+        self._retry_held_back()
         for name, store in self.stores.items():
             try:
                 store.close()
@@ -216,12 +219,18 @@ class DataPlane:
     def resolve_result(self, task: Result) -> None:
         """Turn a result proxied into one of these stores into its object, as it is delivered.
 
-        A task sent with ``keep_result`` keeps its proxy. The object leaves its store with
-        `after_delivery`.
+        A task sent with ``keep_result`` keeps its proxy, and its object stays until `release`.
+        Any other object leaves its store with `after_delivery`.
         """
         with self._lock:
             proxy = self._results.get(task.task_id)
-        if proxy is None or task.keep_result:
+            if proxy is not None and task.keep_result:
+                del self._results[task.task_id]
+                located = self._located(proxy)
+                if located is not None:
+                    self._shared[located[1]] = located[0]
+                return
+        if proxy is None:
             return
         started = time.perf_counter()
         try:
@@ -233,16 +242,12 @@ class DataPlane:
         task.data.resolve_result_s = time.perf_counter() - started
 
     def after_delivery(self, task: Result) -> None:
-        """The thinker has the result: evict its object, or keep it until `release`."""
+        """The thinker has the result: evict its object (in the background)."""
         with self._lock:
             proxy = self._results.pop(task.task_id, None)
-            located = None if proxy is None else self._located(proxy)
-            if located is None:
-                return
-            if task.keep_result:
-                self._shared[located[1]] = located[0]
-                return
-        self._evictions.put(located)
+        located = None if proxy is None else self._located(proxy)
+        if located is not None:
+            self._evictions.put(located)
 
     def _located(self, proxy: Proxy[Any]) -> _Object | None:
         """The store (of these) and key of a proxy's object; None for a proxy of another store."""
@@ -273,15 +278,43 @@ class DataPlane:
             if isinstance(item, threading.Event):
                 item.set()
             else:
-                _evict(*item)
+                self._evict(*item)
 
+    def _evict(self, store: Store[Any], key: Any) -> None:
+        """Evict one object; after a store failed once, hold its evictions back until close.
 
-def _evict(store: Store[Any], key: Any) -> None:
-    """Evict one object; a store that fails is logged (the object is its to keep or lose)."""
-    try:
-        store.evict(key)
-    except Exception as exc:
-        logger.warning("could not evict an object from data store %r: %s", store.name, exc)
+        A store that cannot be reached can take seconds to say so, for every object.
+        """
+        held = self._held_back.get(store.name)
+        if held is not None:
+            held.append((store, key))
+            return
+        try:
+            store.evict(key)
+        except Exception as exc:
+            self._held_back[store.name] = [(store, key)]
+            logger.warning(
+                "could not evict an object from data store %r: %s; its other objects of this "
+                "run are evicted when the task server stops, if it can be reached by then",
+                store.name,
+                exc,
+            )
+
+    def _retry_held_back(self) -> None:
+        """Try each store that failed once more; what it still refuses is left there (logged)."""
+        held, self._held_back = self._held_back, {}
+        for name, objects in held.items():
+            for done, (store, key) in enumerate(objects):
+                try:
+                    store.evict(key)
+                except Exception as exc:
+                    logger.warning(
+                        "left %d objects of this run in data store %r, which cannot be reached: %s",
+                        len(objects) - done,
+                        name,
+                        exc,
+                    )
+                    break
 
 
 def _tagged(store: Store[Any], tags: Collection[str]) -> dict[str, Any]:

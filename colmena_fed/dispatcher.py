@@ -13,15 +13,15 @@ exception while applying an event ends that task as a failure with the reason.
 No thread of its own runs the dispatcher: whichever thread posts an event while no other
 thread is applying events applies them all (a combining lock). One thread at a time owns the
 state, and the hot path has no thread hand-off. A thread that finds the dispatcher busy leaves
-its event to the thread at work and returns at once. The main thread defers its SIGINT and
-SIGTERM handlers while it applies events, so Ctrl+C never lands halfway through a transition.
+its event to the thread at work and returns at once. The main thread holds back its SIGINT
+and SIGTERM handlers while it applies events (`colmena_fed.signals`), so Ctrl+C never lands
+halfway through a transition.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -36,6 +36,7 @@ from colmena_fed.errors import SiteError
 from colmena_fed.methods import Method
 from colmena_fed.models import Attempt, FailureInfo, Result, WorkerInfo
 from colmena_fed.scheduler import Placement, PlacementError, Scheduler
+from colmena_fed.signals import SignalHold
 from colmena_fed.worker import WorkerReport
 
 logger = logging.getLogger(__name__)
@@ -44,9 +45,6 @@ T = TypeVar("T")
 
 #: An event or an effect: a bound method of the dispatcher and its arguments.
 _Call = tuple[Any, ...]
-
-#: Signals whose Python handlers wait while the main thread applies events.
-_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -95,6 +93,8 @@ class Dispatcher:
         self.data = data
         self.capacity = capacity or CapacityWatchers()
         self.staleness = staleness
+        #: Holds the main thread's signals back while it applies events, once installed.
+        self.signals = SignalHold()
         #: Per-site counts; read them through `read` for a consistent view.
         self.counts = {name: SiteCounts() for name in backends}
         self._deliver = deliver
@@ -104,6 +104,7 @@ class Dispatcher:
         self._live: dict[str, Result] = {}  # requested and not yet ended
         self._in_flight: dict[str, Result] = {}  # sent to a site, outcome not yet in
         self._closed = False
+        self._main = threading.main_thread().ident
 
     # Events: any thread may post them.
 
@@ -124,8 +125,13 @@ class Dispatcher:
         self._post((self._on_tick,))
 
     def delivered(self, task: Result) -> None:
-        """The thinker took ``task``'s result from its topic."""
-        self._post((self._on_delivered, task))
+        """The thinker took ``task``'s result from its topic.
+
+        Only the data plane acts on a delivery (it evicts the result's object), so without
+        one there is nothing to post.
+        """
+        if self.data is not None:
+            self._post((self._on_delivered, task))
 
     def close(self) -> None:
         """End every unfinished task as ``shutdown``; tasks requested later end the same way.
@@ -148,8 +154,17 @@ class Dispatcher:
     # Running the dispatcher.
 
     def _post(self, event: _Call) -> None:
-        self._events.append(event)
-        self._run()
+        events, lock = self._events, self._lock
+        events.append(event)
+        applied = False
+        while events and lock.acquire(blocking=False):  # as `_run`, inlined: the hot path
+            applied = True
+            try:
+                self._apply(None)
+            finally:
+                lock.release()
+        if applied:
+            self.capacity.deliver()
 
     def _run(self, applied: bool = False) -> None:
         """Apply every queued event, unless another thread is at it (it applies ours too).
@@ -168,24 +183,18 @@ class Dispatcher:
 
     def _apply(self, query: Callable[[], Any] | None) -> Any:
         """Drain the events (and answer ``query``); the caller holds the lock."""
-        if threading.current_thread() is not threading.main_thread():
+        if threading.get_ident() != self._main:
             self._drain()
             return None if query is None else query()
-        caught: list[tuple[int, Any]] = []
-        saved: dict[signal.Signals, Callable[[int, Any], Any]] = {}
-        for deferred in _DEFERRED_SIGNALS:
-            handler = signal.getsignal(deferred)
-            if callable(handler):
-                saved[deferred] = handler
-                signal.signal(deferred, lambda received, frame: caught.append((received, frame)))
+        signals = self.signals
+        signals.held = True
         try:
             self._drain()
             answer = None if query is None else query()
         finally:
-            for deferred, handler in saved.items():
-                signal.signal(deferred, handler)
-        for received, frame in caught:  # now that no transition is half done
-            saved[signal.Signals(received)](received, frame)
+            signals.held = False
+        if signals.pending:  # now that no transition is half done
+            signals.release()
         return answer
 
     def _drain(self) -> None:

@@ -48,6 +48,18 @@ class SiteState:
             free = min(free, self.workers + self.prefetch - self.total_in_flight)
         return free
 
+    def refill_at(self, slot: str) -> int:
+        """Free slots of kind ``slot`` worth topping the site up for, as its tasks finish.
+
+        Half the tasks it may hold beyond its workers (its prefetch, as far as its slots allow),
+        at least 1: what is left in flight still keeps every worker busy, and the refill
+        travels as one batch rather than one task per result.
+        """
+        if self.workers is None:
+            return 1
+        slack = min(self.capacity.get(slot, 0) - self.workers, self.prefetch)
+        return max(1, slack // 2)
+
     def live_capacity(self, slot: str) -> int:
         """How many tasks of kind ``slot`` the site could hold now (0 while offline)."""
         if not self.online:

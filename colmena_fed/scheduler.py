@@ -203,10 +203,16 @@ class Scheduler:
         return Step(self._fill(slot), [])
 
     def release(self, site: str, slot: str) -> list[Placement]:
-        """A task of kind ``slot`` left ``site``: free its slot and fill free slots."""
+        """A task of kind ``slot`` left ``site``: free its slot and fill free slots.
+
+        A site whose prefetched tasks still keep its workers busy is filled once enough slots
+        are free (`SiteState.refill_at`), in one batch.
+        """
         state = self.sites[site]
         state.in_flight[slot] -= 1
         state.total_in_flight -= 1
+        if state.total_in_flight and state.free(slot) < state.refill_at(slot):
+            return []  # its prefetched tasks keep its workers busy: top it up in one batch
         return self._fill_site(state)
 
     def set_status(self, site: str, online: bool, workers: int | None = None) -> list[Placement]:
@@ -268,9 +274,15 @@ class Scheduler:
         return self._narrowed(task, self._candidates(task))
 
     def _candidates(self, task: Result) -> list[SiteState]:
-        """Sites offering the task's slot kind (and reaching the stores of its inputs)."""
+        """Sites offering the task's slot kind (and reaching the stores of its inputs).
+
+        Not to be modified: for most tasks it is the scheduler's own list.
+        """
         offering = self._offering.get(task.slot or "", [])
-        sites = [s for s in offering if task.resources.site in (None, s.name)]
+        wanted = task.resources.site
+        if wanted is None and not task.stores:
+            return offering
+        sites = [s for s in offering if wanted in (None, s.name)]
         if task.stores:
             needed = set(task.stores)
             sites = [s for s in sites if needed <= self.reach.get(s.name, frozenset())]

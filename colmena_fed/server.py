@@ -198,6 +198,7 @@ class TaskServer:
         for name, backend in self.backends.items():
             self.dispatcher.status(name, backend.status())
         self.poller.start()
+        self.dispatcher.signals.install()
         self._running = True
         _left_running.add(self)
         self.queues.connect(self._request, self._deliver)
@@ -213,6 +214,7 @@ class TaskServer:
             if not self._running:
                 return
             interrupted = _run_to_the_end(self._shut_down)
+            self.dispatcher.signals.uninstall()
         if interrupted:
             raise KeyboardInterrupt
 

@@ -85,6 +85,7 @@ def test_a_store_that_dies_after_the_workers_ran_loses_no_result(
             assert all(r is not None and r.stores == ["cache"] for r in results)
             assert queues.active_count == 0
         assert "could not evict an object from data store 'cache'" in caplog.text
+        assert "left 2 objects of this run in data store 'cache'" in caplog.text
     finally:
         redis_server.stop()
 

@@ -111,6 +111,21 @@ def test_live_workers_cap_the_slots_and_prefetch_adds_to_them() -> None:
     assert scheduler.live_capacity("cpu") == 0
 
 
+def test_a_prefetching_site_is_topped_up_in_batches_that_keep_its_workers_busy() -> None:
+    scheduler = Scheduler({"a": {"cpu": 8}, "b": {"cpu": 1}}, prefetch={"a": 6})
+    scheduler.set_status("a", True, workers=2)
+    scheduler.set_status("b", True, workers=1)
+    tasks = [task(site="a") for _ in range(12)]
+    assert placed_sites(scheduler, tasks).count("a") == 8
+    # 2 workers + 6 prefetched: refilled once 3 slots are free, 5 tasks still there.
+    assert scheduler.release("a", "cpu") == []
+    assert scheduler.release("a", "cpu") == []
+    assert [p.task for p in scheduler.release("a", "cpu")] == tasks[8:11]
+    # A site without prefetch is refilled as each task leaves it.
+    placed_sites(scheduler, [task(site="b"), waiting := task(site="b")])
+    assert [p.task for p in scheduler.release("b", "cpu")] == [waiting]
+
+
 def test_offline_site_gets_nothing_until_it_returns() -> None:
     scheduler = Scheduler({"a": {"cpu": 1}})
     scheduler.set_status("a", False)

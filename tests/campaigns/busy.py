@@ -9,12 +9,12 @@ from colmena_fed.methods import MethodLike
 
 
 class Busy(BaseThinker):
-    """Sends long naps, and would wait for their results for ever."""
+    """Sends naps, and would wait for results for ever."""
 
     @agent(startup=True)
     def seed(self) -> None:
         for _ in range(4):
-            self.queues.send_inputs(120, method="nap")
+            self.queues.send_inputs(10, method="nap")  # short: the tasks run on at a globus site
         self.logger.info("all tasks sent")
 
     @result_processor(topic="default")

@@ -27,7 +27,7 @@ class CapacityWatchers:
         self._watchers: dict[str, list[CapacityCallback]] = {}
         self._told: dict[str, int] = {}
         self._pending: deque[tuple[str, int, list[CapacityCallback]]] = deque()
-        self._notifying = threading.Lock()  # one thread delivers at a time, in order
+        self._notifying = threading.RLock()  # one thread delivers at a time, in order
 
     @property
     def slots(self) -> list[str]:

@@ -154,17 +154,8 @@ class Dispatcher:
     # Running the dispatcher.
 
     def _post(self, event: _Call) -> None:
-        events, lock = self._events, self._lock
-        events.append(event)
-        applied = False
-        while events and lock.acquire(blocking=False):  # as `_run`, inlined: the hot path
-            applied = True
-            try:
-                self._apply(None)
-            finally:
-                lock.release()
-        if applied:
-            self.capacity.deliver()
+        self._events.append(event)
+        self._run()
 
     def _run(self, applied: bool = False) -> None:
         """Apply every queued event, unless another thread is at it (it applies ours too).

@@ -42,6 +42,7 @@ from colmena_fed.policies import Observations, make_policy
 from colmena_fed.poller import StatusPoller
 from colmena_fed.queues import TaskQueues
 from colmena_fed.scheduler import Scheduler
+from colmena_fed.signals import SignalHold
 from colmena_fed.sites import SitesConfig
 from colmena_fed.worker import pack_method
 
@@ -213,7 +214,7 @@ class TaskServer:
         with self._stopping:  # a second caller waits for the first to finish
             if not self._running:
                 return
-            interrupted = _run_to_the_end(self._shut_down)
+            interrupted = _run_to_the_end(self._shut_down, self.dispatcher.signals)
             self.dispatcher.signals.uninstall()
         if interrupted:
             raise KeyboardInterrupt
@@ -276,11 +277,11 @@ class TaskServer:
             self.dispatcher.delivered(task)
 
 
-def _run_to_the_end(work: Callable[[], None]) -> bool:
+def _run_to_the_end(work: Callable[[], None], hold: SignalHold) -> bool:
     """Run ``work`` in a thread of its own and wait for it through any Ctrl+C.
 
     Returns whether the wait was interrupted. Signals reach only the main thread, so the work
-    itself is never cut short.
+    itself is never cut short; ``hold`` keeps them back until the wait is ready for them.
     """
     failure: list[BaseException] = []
     done = threading.Event()
@@ -294,6 +295,9 @@ def _run_to_the_end(work: Callable[[], None]) -> bool:
             done.set()
 
     thread = threading.Thread(target=run, name="colmena-fed-stop")
+    main = threading.current_thread() is threading.main_thread()
+    if main:  # only the main thread receives signals (and only it flips this)
+        hold.held = True
     try:
         thread.start()
     except RuntimeError:  # no new thread at interpreter shutdown: nothing can interrupt now
@@ -302,6 +306,10 @@ def _run_to_the_end(work: Callable[[], None]) -> bool:
     interrupted = False
     while not done.is_set():
         try:
+            if main:
+                hold.held = False
+                if hold.pending:
+                    hold.release()
             done.wait(0.1)  # an Event, not join: Ctrl+C inside join may mark a thread stopped
         except KeyboardInterrupt:
             interrupted = True

@@ -55,10 +55,19 @@ class SignalHold:
                 signal.signal(signum, handler)
 
     def release(self) -> None:
-        """Run the handlers of the signals noted while held (the main thread is out now)."""
+        """Run the handlers of the signals noted while held (the main thread is out now).
+
+        Every one runs; the first exception one raised (KeyboardInterrupt) is raised after.
+        """
         caught, self._caught = self._caught, []
+        failure: BaseException | None = None
         for signum, frame in caught:
-            self._originals[signum](signum, frame)
+            try:
+                self._originals[signum](signum, frame)
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     @property
     def pending(self) -> bool:

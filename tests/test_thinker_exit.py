@@ -23,6 +23,7 @@ from colmena_fed import Method, SitesConfig, TaskQueues, TaskServer
 from colmena_fed.methods import MethodLike
 
 CLI = str(Path(sys.executable).parent / "colmena-fed")
+SIGNALS_EACH = 4
 BUSY = REPO / "tests" / "campaigns" / "busy.py"
 
 #: A thinker script that leaves its task server running and raises after its campaign.
@@ -187,6 +188,16 @@ def test_a_second_ctrl_c_or_sigterm_during_stop_does_not_cut_it_short(
     queues = TaskQueues()
     methods: list[MethodLike] = [hold, Method(hold, slot="gpu", name="gpu_hold")]
     server = TaskServer(queues, config, methods, run_dir=tmp_path / "run")
+    interrupts: Counter[int] = Counter()
+
+    def like_the_command_line(signum: int, frame: object) -> None:  # SIGTERM is Ctrl+C there
+        interrupts[signum] += 1
+        raise KeyboardInterrupt
+
+    previous = {
+        signum: signal.signal(signum, like_the_command_line)
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     server.start()
     sent = [
@@ -198,33 +209,29 @@ def test_a_second_ctrl_c_or_sigterm_during_stop_does_not_cut_it_short(
     started = {p.pid: p for p in psutil.Process().children(recursive=True) if p.pid not in before}
     assert any(store.iterdir())
 
-    def interrupt() -> None:  # Ctrl+C and SIGTERM, again and again, for as long as the stop runs
-        while not (stopping := [t for t in threading.enumerate() if t.name == "colmena-fed-stop"]):
-            time.sleep(0.001)
-        for signum in [signal.SIGINT, signal.SIGTERM] * 1000:
-            if not stopping[0].is_alive():
-                return
+    def interrupt() -> None:  # Ctrl+C and SIGTERM, a few of each, as soon as the stop starts
+        while not any(t.name == "colmena-fed-stop" for t in threading.enumerate()):
+            time.sleep(0.0005)
+        for signum in [signal.SIGINT, signal.SIGTERM] * SIGNALS_EACH:  # ~25 ms: a stop takes more
             os.kill(os.getpid(), signum)
-            time.sleep(0.002)
+            time.sleep(0.003)
 
-    def like_the_command_line(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, like_the_command_line)
-
-    def stop_while_interrupted() -> None:
-        interrupter = threading.Thread(target=interrupt)
-        interrupter.start()
-        try:
-            server.stop()
-        finally:
-            interrupter.join()  # no signal comes after this
-
+    interrupter = threading.Thread(target=interrupt)
     try:
+        interrupter.start()
         with pytest.raises(KeyboardInterrupt):
-            stop_while_interrupted()
+            server.stop()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # A signal sent may be handled later than kill() returns: none may be left pending
+        # once SIGTERM is back to its default action (which would end the test run).
+        deadline = time.monotonic() + 30
+        while interrupter.is_alive() or sum(interrupts.values()) < 2 * SIGNALS_EACH:
+            assert time.monotonic() < deadline, f"signals handled: {interrupts}"
+            with contextlib.suppress(KeyboardInterrupt):
+                time.sleep(0.01)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert interrupts == {signal.SIGINT: SIGNALS_EACH, signal.SIGTERM: SIGNALS_EACH}
     assert "colmena-fed: still stopping" in capfd.readouterr().err
     results = [queues.get_result(timeout=0) for _ in range(4)]
     delivered = Counter(r.task_id for r in results if r is not None)

@@ -152,8 +152,12 @@ class GlobusBackend:
         self._function_ids: dict[str, str] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
         self._batch_size = config.batch_size
+        # What every task of the site carries (a task's own values are merged over them).
+        self._spec = dict(config.resource_specification) or None
+        self._endpoint_config = dict(config.user_endpoint_config) or None
         #: Tasks handed to an Executor and not yet settled: its future -> (Executor, delivery).
-        self._sent: dict[Future[Any], tuple[Executor, _Once]] = {}
+        #: A task's outcome is handed over by whoever takes it out of here, so exactly once.
+        self._sent: dict[Future[Any], tuple[Executor, OutcomeCallback]] = {}
         self._started: float | None = None  # the endpoint's start time, from its status
         self._last_online: SiteStatus | None = None  # its last online report
         self._refused: BaseException | None = None  # the last 413, which halved the batch size
@@ -201,20 +205,23 @@ class GlobusBackend:
         if refused is not None:
             on_done(refused)
             return
-        deliver = _Once(on_done)
-        unsent: list[_Once] = []
+        unsent: list[OutcomeCallback] = []
         try:
             with self._lock:
-                future = self._send(task, size, deliver, unsent)
+                future = self._send(task, size, on_done, unsent)
         finally:
             self._fail_unsent(unsent)  # outside the lock: a failed task may be re-sent at once
         if future is None:
-            deliver(SiteError(self.name, "NotStarted", "the site is not started"))
+            on_done(SiteError(self.name, "NotStarted", "the site is not started"))
         else:
             future.add_done_callback(self._settle)
 
     def _send(
-        self, task: Result, size: int | None, deliver: _Once, unsent: list[_Once]
+        self,
+        task: Result,
+        size: int | None,
+        on_done: OutcomeCallback,
+        unsent: list[OutcomeCallback],
     ) -> Future[Any] | None:
         """Submit to the Executor (a new one if the last stopped); the caller holds the lock.
 
@@ -230,17 +237,18 @@ class GlobusBackend:
         if size is not None:  # a batch, whole, must stay under the limit
             fit = max(1, PAYLOAD_LIMIT_BYTES * 9 // 10 // max(1, size))
             self._batch_size = executor.batch_size = min(executor.batch_size, fit)
-        spec = {**self.config.resource_specification, **(task.resources.specification or {})}
-        endpoint_config = {
-            **self.config.user_endpoint_config,
-            **(task.resources.endpoint_config or {}),
-        }
-        executor.resource_specification = spec or None
-        executor.user_endpoint_config = endpoint_config or None
+        requested = task.resources
+        spec, endpoint_config = self._spec, self._endpoint_config
+        if requested.specification:
+            spec = {**(spec or {}), **requested.specification}
+        if requested.endpoint_config:
+            endpoint_config = {**(endpoint_config or {}), **requested.endpoint_config}
+        executor.resource_specification = spec
+        executor.user_endpoint_config = endpoint_config
         future = executor.submit_to_registered_function(
             self._function_ids[task.method], task.args, dict(task.kwargs)
         )
-        self._sent[future] = (executor, deliver)
+        self._sent[future] = (executor, on_done)
         return future
 
     def _settle(self, future: Future[Any]) -> None:
@@ -250,7 +258,7 @@ class GlobusBackend:
         if sent is not None:
             sent[1](self._outcome(future))
 
-    def _take_unsent(self) -> list[_Once]:
+    def _take_unsent(self) -> list[OutcomeCallback]:
         """Take the tasks a stopped Executor will never send; the caller holds the lock.
 
         When one submission fails, the SDK fails its tasks and stops, but the tasks it had
@@ -258,17 +266,17 @@ class GlobusBackend:
         for ever: the caller fails them.
         """
         unsent = []
-        for future, (executor, deliver) in list(self._sent.items()):
+        for future, (executor, on_done) in list(self._sent.items()):
             sent = getattr(future, "task_id", None) is not None
             if executor._stopped and not sent and not future.done():
                 del self._sent[future]
-                unsent.append(deliver)
+                unsent.append(on_done)
         return unsent
 
-    def _fail_unsent(self, unsent: list[_Once]) -> None:
+    def _fail_unsent(self, unsent: list[OutcomeCallback]) -> None:
         message = "not sent: the Executor stopped after another submission failed"
-        for deliver in unsent:
-            deliver(SiteError(self.name, "NotSent", message))
+        for on_done in unsent:
+            on_done(SiteError(self.name, "NotSent", message))
 
     def _check_inputs(self, task: Result) -> tuple[SiteError | None, int | None]:
         """Refuse inputs that cannot be serialized, or are too large to send.
@@ -364,35 +372,11 @@ class GlobusBackend:
 
     def shutdown(self) -> None:
         """Stop the Executor; the tasks still out are the task server's to end."""
-        with self._lock:
+        with self._lock:  # what is no longer in _sent is never handed over
             executor, self._executor = self._executor, None
-            sent, self._sent = self._sent, {}
-        for _, deliver in sent.values():
-            deliver.cancel()
+            self._sent = {}
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
-
-
-class _Once:
-    """A task's ``on_done``, called at most once: the SDK and the backend may both settle it."""
-
-    def __init__(self, on_done: OutcomeCallback) -> None:
-        self._on_done = on_done
-        self._lock = threading.Lock()
-        self._done = False
-
-    def __call__(self, outcome: WorkerReport | SiteError) -> None:
-        if self._claim():
-            self._on_done(outcome)
-
-    def cancel(self) -> None:
-        """Never call ``on_done``."""
-        self._claim()
-
-    def _claim(self) -> bool:
-        with self._lock:
-            first, self._done = not self._done, True
-        return first
 
 
 def _unreachable(client: Client | None, exc: Exception) -> str:

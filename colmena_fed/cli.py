@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -138,13 +139,23 @@ def main() -> None:
     "--run-dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Where logs and engine files go (default: runs/<date-time>).",
+    help="The run directory: journal, logs, engine files (default: runs/<date-time>).",
 )
-def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --run-dir whose thinker died (same CAMPAIGN and SITES).",
+)
+def run(campaign: str, sites_path: Path, run_dir: Path | None, resume: bool) -> None:
     """Run CAMPAIGN (FILE.py:FACTORY) on the sites of SITES.
 
-    FACTORY is called with the TaskQueues and returns (thinker, methods).
+    FACTORY is called with the TaskQueues and returns (thinker, methods). Every run keeps a
+    journal in its run directory; --resume continues one whose thinker died: results it had
+    are replayed to the new thinker (marked replayed), what it had not received yet arrives as
+    new, tasks still at globus sites are claimed there, and the rest is sent again.
     """
+    if resume and run_dir is None:
+        raise click.UsageError("--resume needs --run-dir, the run directory of the run to resume")
     from colmena_fed.display import LiveDisplay
     from colmena_fed.queues import TaskQueues
     from colmena_fed.server import TaskServer
@@ -155,7 +166,11 @@ def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
     queues = TaskQueues()
     thinker, methods = build_campaign(factory, queues)
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume and not run_dir.is_dir():
+        raise click.BadParameter(f"{run_dir}: no such run directory", param_hint="--run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(run_dir, 0o700)
+    os.close(os.open(run_dir / "colmena-fed.log", os.O_CREAT | os.O_APPEND, 0o600))
     logging.basicConfig(
         filename=run_dir / "colmena-fed.log",
         level=logging.INFO,
@@ -163,11 +178,18 @@ def run(campaign: str, sites_path: Path, run_dir: Path | None) -> None:
     )
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        server = TaskServer(queues, sites, methods, run_dir=run_dir)
+        server = TaskServer(queues, sites, methods, run_dir=run_dir, resume=resume)
         console.print(
-            f"starting {len(sites.sites)} sites: {', '.join(sites.sites)} (logs: {run_dir})"
+            f"{'resuming' if resume else 'starting'} {len(sites.sites)} sites: "
+            f"{', '.join(sites.sites)} (run directory: {run_dir})"
         )
         with server, LiveDisplay(server, console):
+            if server.recovery is not None:
+                carried = server.recovery
+                console.print(
+                    f"resumed: {len(carried.delivered)} results replayed, "
+                    f"{len(carried.outstanding)} tasks carried over"
+                )
             thinker.run()
     except ColmenaFedError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -27,6 +27,7 @@ from proxystore.store.config import StoreConfig
 from proxystore.store.utils import get_key
 
 from colmena_fed.models import Result
+from colmena_fed.recovery import Recovery
 from colmena_fed.stores import DataConfig, connector
 from colmena_fed.worker import small, store_name
 
@@ -186,6 +187,38 @@ class DataPlane:
             task.args, task.kwargs = args, kwargs
             task.data.input_bytes = sizes
             task.data.proxy_inputs_s = time.perf_counter() - started
+
+    def input_keys(self, task_id: str) -> list[tuple[str, Any]]:
+        """The stores and keys of the objects put for a task's inputs (for the run journal)."""
+        with self._lock:
+            return [(store.name, key) for store, key in self._inputs.get(task_id, ())]
+
+    def adopt(self, recovery: Recovery) -> None:
+        """Take over the objects a run whose thinker died left in these stores.
+
+        Inputs of the tasks that go on are kept (they are sent again as they were) and evicted
+        when those end; inputs of tasks that ended, and results the thinker took, are evicted
+        now (a replayed result that came through a store has no value then: ``None``). A
+        result never taken stays until it is delivered.
+        """
+        with self._lock:
+            for task_id, keys in recovery.live_inputs.items():
+                known = [(self.stores[name], key) for name, key in keys if name in self.stores]
+                if known:
+                    self._inputs[task_id] = known
+        for name, key in recovery.ended_inputs:
+            if name in self.stores:
+                self._evictions.put((self.stores[name], key))
+        for result in recovery.delivered:
+            located = self._located(result.value) if type(result.value) is Proxy else None
+            if located is None:
+                continue
+            if result.keep_result:  # the thinker may still release it
+                with self._lock:
+                    self._shared[located[1]] = located[0]
+            else:
+                self._evictions.put(located)
+                result.value = None
 
     def release_inputs(self, task: Result) -> None:
         """The task ended for good: its record gets its inputs back, their objects go.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -29,12 +30,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from colmena_fed import clock
-from colmena_fed.backends import Outcome, SiteBackend, SiteStatus
+from colmena_fed.backends import Outcome, OutcomeCallback, SiteBackend, SiteStatus
 from colmena_fed.capacity import CapacityWatchers
 from colmena_fed.data import DataPlane
 from colmena_fed.errors import SiteError
+from colmena_fed.journal import Journal, UnjournaledInputs
 from colmena_fed.methods import Method
 from colmena_fed.models import Attempt, FailureInfo, Result, WorkerInfo
+from colmena_fed.recovery import InFlight, Recovery
 from colmena_fed.scheduler import Placement, PlacementError, Scheduler
 from colmena_fed.signals import SignalHold
 from colmena_fed.worker import WorkerReport
@@ -45,6 +48,14 @@ T = TypeVar("T")
 
 #: An event or an effect: a bound method of the dispatcher and its arguments.
 _Call = tuple[Any, ...]
+
+#: Claims the outcomes of tasks a resumed run finds still at sites whose tasks outlive the
+#: thinker (`colmena_fed.backends.globus.ServiceClients.reattach`): each task, its site, its
+#: Globus Compute id if known, and where its outcome goes; then every id the journal knows.
+Reattach = Callable[[list[tuple[Result, str, "str | None", OutcomeCallback]], set[str]], None]
+
+#: Why a resumed run sends again a task that was in flight at a local site.
+RESENT = "the thinker restarted; the local site's engine, and the task with it, died with it"
 
 
 @dataclass
@@ -75,6 +86,7 @@ class Dispatcher:
         data: DataPlane | None = None,
         capacity: CapacityWatchers | None = None,
         staleness: float = float("inf"),
+        journal: Journal | None = None,
     ) -> None:
         """Dispatch over ``backends`` with ``scheduler``; ``deliver`` hands a result to the thinker.
 
@@ -86,6 +98,7 @@ class Dispatcher:
             data: The stores that carry the tasks' large inputs and results, if any.
             capacity: Watchers of the live capacity per slot kind, told after status changes.
             staleness: Seconds after which a site's last online report no longer counts.
+            journal: Where every transition is written down before its effects run, if any.
         """
         self.scheduler = scheduler
         self.backends = backends
@@ -93,6 +106,8 @@ class Dispatcher:
         self.data = data
         self.capacity = capacity or CapacityWatchers()
         self.staleness = staleness
+        #: The run's journal; None without one (or once writing to it failed).
+        self.journal = journal
         #: Holds the main thread's signals back while it applies events, once installed.
         self.signals = SignalHold()
         #: Per-site counts; read them through `read` for a consistent view.
@@ -127,11 +142,26 @@ class Dispatcher:
     def delivered(self, task: Result) -> None:
         """The thinker took ``task``'s result from its topic.
 
-        Only the data plane acts on a delivery (it evicts the result's object), so without
-        one there is nothing to post.
+        With a journal, returns once the delivery is written down. Without one, only the data
+        plane acts on a delivery (it evicts the result's object), so without either there is
+        nothing to post.
         """
-        if self.data is not None:
+        if self.journal is not None:
             self._post((self._on_delivered, task))
+            self.read(lambda: None)  # committed before the thinker sees the result
+        elif self.data is not None:
+            self._post((self._on_delivered, task))
+
+    def resume(self, recovery: Recovery, reattach: Reattach | None = None) -> None:
+        """Take over the tasks of a run whose thinker died, as its journal left them.
+
+        Results that came back and were never delivered are delivered; tasks in flight at
+        sites whose tasks outlive the thinker are claimed there with ``reattach``; those in
+        flight at local sites are sent again; pending tasks are queued again, with what was
+        left of their ``max_wait``. Returns once that is applied.
+        """
+        self._post((self._on_resume, recovery, reattach))
+        self.read(lambda: None)
 
     def close(self) -> None:
         """End every unfinished task as ``shutdown``; tasks requested later end the same way.
@@ -199,6 +229,8 @@ class Dispatcher:
                     self._event_failed(event, exc)
                 if self.scheduler.refused:
                     self._end_refused()
+            if self.journal is not None and self.journal.rows:
+                self._commit()
             try:
                 for effect in effects:
                     try:
@@ -207,6 +239,20 @@ class Dispatcher:
                         logger.exception("%s failed", effect[0].__name__)
             finally:
                 effects.clear()
+
+    def _commit(self) -> None:
+        """Write down what the events decided; a journal that cannot be written is dropped."""
+        assert self.journal is not None
+        try:
+            self.journal.commit()
+        except sqlite3.Error as exc:
+            logger.error(
+                "cannot write the run journal %s (%s): the run goes on, but can no longer be "
+                "resumed after its thinker dies",
+                self.journal.path,
+                exc,
+            )
+            self.journal = None
 
     def _end_refused(self) -> None:
         """End the tasks the scheduler could not place because the policy raised for them."""
@@ -244,6 +290,8 @@ class Dispatcher:
 
     def _on_requested(self, task: Result) -> None:
         self._live[task.task_id] = task
+        if self.journal is not None:
+            self._write_submitted(task)
         if task.failure is not None:  # refused before it reached the dispatcher
             self._end(task)
             return
@@ -295,6 +343,10 @@ class Dispatcher:
 
     def _on_status(self, site: str, status: SiteStatus) -> None:
         now = clock.now()
+        if self.journal is not None:
+            for task_id, remote_id in status.acknowledged:
+                if task_id in self._in_flight:
+                    self.journal.acknowledged(task_id, site, remote_id, now)
         online = status.online and now - status.updated <= self.staleness
         if status.online and not online:
             status = replace(status, online=False, detail="status is stale")
@@ -311,8 +363,54 @@ class Dispatcher:
             self._end(task)
 
     def _on_delivered(self, task: Result) -> None:
+        if self.journal is not None:
+            self.journal.delivered(task.task_id, clock.now())
         if self.data is not None:
             self._effects.append((self.data.after_delivery, task))
+
+    def _on_resume(self, recovery: Recovery, reattach: Reattach | None) -> None:
+        now = clock.now()
+        downtime = max(0.0, now - recovery.last_event)
+        if self.journal is not None:
+            self.journal.resumed(now)
+        if self.data is not None:
+            self.data.adopt(recovery)
+        for task in recovery.undelivered:  # ended in the journal already: delivered only
+            if self.data is not None:
+                self.data.note_result(task)
+            self._effects.append((self._put, task))
+        claims: list[tuple[Result, str, str | None, OutcomeCallback]] = []
+        queued = list(recovery.pending)
+        for entry in recovery.in_flight:
+            if reattach is not None and self.backends[entry.site].outlives_thinker:
+                claims.append(self._adopt(entry))
+            else:
+                entry.task.attempts[-1].ended, entry.task.attempts[-1].reason = now, RESENT
+                if self.journal is not None:
+                    self.journal.resent(entry.task, RESENT, now)
+                queued.append(entry.task)
+        for task in (*queued, *(claim[0] for claim in claims)):
+            task.downtime += downtime
+            self._live[task.task_id] = task
+        if claims:
+            assert reattach is not None
+            self._effects.append((reattach, claims, recovery.remote_ids))  # before new sends
+        queued.sort(key=lambda task: task.timestamps.created)  # submission order, for FIFO
+        for task in queued:
+            task.site = None
+            placed, ended = self.scheduler.submit(task)
+            self._dispatch(placed)
+            for old in ended:
+                self._end(old)
+
+    def _adopt(self, entry: InFlight) -> tuple[Result, str, str | None, OutcomeCallback]:
+        """Count a task found in flight at its site as in flight there now."""
+        task, site = entry.task, entry.site
+        self._in_flight[task.task_id] = task
+        self.scheduler.adopt(task, site)
+        self.counts[site].running += 1
+        on_done = functools.partial(self.finished, task, len(task.attempts))
+        return task, site, entry.remote_id, on_done
 
     def _on_close(self) -> None:
         self._closed = True
@@ -334,6 +432,8 @@ class Dispatcher:
             task.endpoint = self.backends[site].endpoint_id
             task.timestamps.dispatched = now
             task.attempts.append(Attempt(site=site, dispatched=now))
+            if self.journal is not None:
+                self.journal.dispatched(task, site, len(task.attempts), now)
             self._in_flight[task.task_id] = task
             self.counts[site].running += 1
             self._effects.append((self._send, task, site, len(task.attempts)))
@@ -352,6 +452,8 @@ class Dispatcher:
             limit = self.methods[task.method].max_retries
         if task.retries < limit:
             task.site = None
+            if self.journal is not None:
+                self.journal.requeued(task, current.reason, now)
             placed, ended = self.scheduler.requeue(task, now)
             self._dispatch(placed)
             for expired in ended:
@@ -379,7 +481,20 @@ class Dispatcher:
     def _end(self, task: Result) -> None:
         """The task has its final outcome: hand it to the thinker once the events are applied."""
         self._live.pop(task.task_id, None)
+        if self.journal is not None:
+            self.journal.ended(task, clock.now())
         self._effects.append((self._put, task))
+
+    def _write_submitted(self, task: Result) -> None:
+        """Journal a new task; one whose inputs cannot be written down is refused."""
+        assert self.journal is not None
+        keys = self.data.input_keys(task.task_id) if self.data is not None else []
+        try:
+            self.journal.submitted(task, keys)
+        except UnjournaledInputs as exc:
+            if task.failure is None:
+                task.fail("rejected", "UnjournaledInputs", str(exc))
+            self.journal.submitted(task.model_copy(update={"args": (), "kwargs": {}}), keys)
 
     # Effects: run by `_drain` after the events that queued them.
 

@@ -36,3 +36,7 @@ class SiteError(ColmenaFedError):
         self.code = code
         self.message = message
         self.kind = kind
+
+
+class JournalError(ColmenaFedError):
+    """A run directory's journal cannot be used; the message names the file and what to do."""

@@ -6,7 +6,8 @@ import dataclasses
 import os
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic_core import to_jsonable_python
 
 from colmena_fed import clock
 
@@ -178,6 +179,14 @@ def new_task_id() -> str:
     return f"{bits:032x}"
 
 
+def jsonable(value: Any) -> Any:
+    """A JSON stand-in for a value pydantic cannot write: an array's list, else its repr."""
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return to_jsonable_python(tolist(), fallback=jsonable)
+    return repr(value)
+
+
 def _span(start: float | None, end: float | None) -> float | None:
     return None if start is None or end is None else end - start
 
@@ -275,6 +284,25 @@ class Result(BaseModel):
     timestamps: Timestamps = Field(
         default_factory=Timestamps, description="When the task passed each hop."
     )
+    downtime: float = Field(
+        default=0.0,
+        description=(
+            "Seconds the task spent with no thinker running (a resumed run: from the last "
+            "thing its journal recorded to the resume); not counted against its max_wait."
+        ),
+    )
+    replayed: bool = Field(
+        default=False,
+        description=(
+            "A resumed run hands the thinker again a result it had delivered before the "
+            "thinker died, marked replayed, so the thinker can rebuild its state from it."
+        ),
+    )
+
+    @field_serializer("args", "kwargs", "value", "task_info", when_used="json")
+    def _json_data(self, data: Any) -> Any:
+        """Inputs and values in JSON: numpy arrays as lists, anything else unknown as its repr."""
+        return to_jsonable_python(data, fallback=jsonable)
 
     def fail(self, kind: FailureKind, exception_type: str, message: str) -> None:
         """Mark the task failed for a reason of its own (no traceback: nothing raised here)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -43,6 +44,28 @@ def as_resource_request(resources: ResourcesLike, site: str | None = None) -> Re
     return request
 
 
+@dataclass(frozen=True)
+class Resumed:
+    """What a resumed run carried over from the thinker that died, for the new one to read.
+
+    Attributes:
+        delivered: Results the old thinker took, in order; each is also replayed on its
+            topic, marked ``replayed``, before any new result.
+        outstanding: Tasks the old thinker sent whose results it never took: each arrives on
+            its topic as a new result (the run goes on with them).
+    """
+
+    delivered: Sequence[Result]
+    outstanding: Sequence[Result]
+
+    def count(self, method: str | None = None, topic: str | None = None) -> int:
+        """Tasks the old thinker sent (delivered or outstanding), of ``method`` and ``topic``."""
+        return sum(
+            (method is None or task.method == method) and (topic is None or task.topic == topic)
+            for task in (*self.delivered, *self.outstanding)
+        )
+
+
 class TaskQueues:
     """Topic-organised queues between a thinker and a task server, in one process.
 
@@ -73,6 +96,8 @@ class TaskQueues:
         self._sink: RequestSink | None = None
         self._on_delivery: RequestSink | None = None
         self._unsent: deque[Result] = deque()
+        #: What a resumed run carried over (None in a new run); read it in a startup agent.
+        self.resumed: Resumed | None = None
 
     def add_topic(self, topic: str, priority: int | None = None) -> None:
         """Add a topic after creation (e.g. by a campaign factory that was handed the queues).
@@ -181,7 +206,7 @@ class TaskQueues:
             result = self._results[topic].get(timeout=timeout)
         except queue.Empty:
             return None
-        if self._on_delivery is not None:
+        if self._on_delivery is not None and not result.replayed:
             try:
                 self._on_delivery(result)
             except Exception as exc:  # the result is off its queue: deliver it, as a failure
@@ -192,7 +217,8 @@ class TaskQueues:
                     f"task {result.task_id} ({result.method}) came back, but its result could "
                     f"not be delivered: {exc}",
                 )
-        result.timestamps.delivered = clock.now()
+        if not result.replayed:
+            result.timestamps.delivered = clock.now()
         with self._lock:
             self._active -= 1
             if self._active == 0:
@@ -222,6 +248,22 @@ class TaskQueues:
         """Stop routing requests; later ones wait until a task server connects again."""
         with self._lock:
             self._sink = None
+
+    def resume(self, resumed: Resumed) -> None:
+        """Carry a resumed run over (called by the task server before it takes requests).
+
+        The delivered results are replayed on their topics, and they and the outstanding
+        tasks count in `active_count` until the thinker takes them.
+        """
+        for topic in {task.topic for task in (*resumed.delivered, *resumed.outstanding)}:
+            self.add_topic(topic)
+        with self._lock:
+            self.resumed = resumed
+            self._active += len(resumed.delivered) + len(resumed.outstanding)
+            if self._active:
+                self._idle.clear()
+        for result in resumed.delivered:
+            self._results[result.topic].put(result)
 
     def put_result(self, result: Result) -> None:
         """Deliver a finished task's record to its topic (called by the task server)."""

@@ -172,8 +172,7 @@ class Scheduler:
         if task.supersede is not None:
             self._superseding[task.supersede] = task.task_id
         if task.max_wait is not None:
-            deadline = task.timestamps.created + task.max_wait
-            heapq.heappush(self._deadlines, (deadline, next(self._counter), task.task_id))
+            heapq.heappush(self._deadlines, (_deadline(task), next(self._counter), task.task_id))
         self._enqueue(task, allowed)
         return Step(self._fill(slot), ended)
 
@@ -184,7 +183,7 @@ class Scheduler:
         slot. A policy that binds tasks to sites binds it among those it has not failed on
         that are online, if any. Its ``max_wait`` still counts from when it was created.
         """
-        if task.max_wait is not None and now >= task.timestamps.created + task.max_wait:
+        if task.max_wait is not None and now >= _deadline(task):
             _expire(task)
             return Step([], [task])
         task.retries += 1
@@ -197,10 +196,13 @@ class Scheduler:
             others = [s for s in candidates if s.name not in failed and s.online]
             allowed = self._narrowed(task, others or candidates)
         if task.max_wait is not None:
-            deadline = task.timestamps.created + task.max_wait
-            heapq.heappush(self._deadlines, (deadline, next(self._counter), task.task_id))
+            heapq.heappush(self._deadlines, (_deadline(task), next(self._counter), task.task_id))
         self._enqueue(task, allowed)
         return Step(self._fill(slot), [])
+
+    def adopt(self, task: Result, site: str) -> None:
+        """Count ``task`` in flight at ``site``: a resumed run found it still running there."""
+        self._take(task, self.sites[site], task.placement or "re-attached after a resume")
 
     def release(self, site: str, slot: str) -> list[Placement]:
         """A task of kind ``slot`` left ``site``: free its slot and fill free slots.
@@ -417,6 +419,12 @@ def _refuse(task: Result, exc: Exception) -> Result:
         traceback=traceback.format_exc(),
     )
     return task
+
+
+def _deadline(task: Result) -> float:
+    """When a task with a ``max_wait`` expires (time with no thinker running not counted)."""
+    assert task.max_wait is not None
+    return task.timestamps.created + task.max_wait + task.downtime
 
 
 def _expire(task: Result) -> None:

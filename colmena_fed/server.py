@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
-import os
 import sys
 import tempfile
 import threading
@@ -36,11 +35,13 @@ from colmena_fed.backends.sim import SimWorld
 from colmena_fed.capacity import CapacityCallback, CapacityWatchers
 from colmena_fed.data import DataPlane
 from colmena_fed.dispatcher import Dispatcher, SiteCounts
+from colmena_fed.journal import Journal, RunIdentity, private_dir
 from colmena_fed.methods import Method, MethodLike, as_methods
 from colmena_fed.models import Result
 from colmena_fed.policies import Observations, make_policy
 from colmena_fed.poller import StatusPoller
-from colmena_fed.queues import TaskQueues
+from colmena_fed.queues import Resumed, TaskQueues
+from colmena_fed.recovery import Recovery, reopen
 from colmena_fed.scheduler import Scheduler
 from colmena_fed.signals import SignalHold
 from colmena_fed.sites import SitesConfig
@@ -60,6 +61,10 @@ class TaskServer:
     ``max_retries``; a task whose method raised is reported, never retried. A server the thinker
     leaves running is stopped as its process exits; if the process is killed, the guard
     (`colmena_fed.guard`) stops the processes its local sites started.
+
+    Every run writes a journal in its run directory (`colmena_fed.journal`); a run whose
+    thinker died is continued by a server made with ``resume=True`` on the same run directory,
+    sites and methods (see docs/journal.md).
     """
 
     def __init__(
@@ -68,6 +73,9 @@ class TaskServer:
         sites: SitesConfig,
         methods: Iterable[MethodLike],
         run_dir: str | Path | None = None,
+        *,
+        resume: bool = False,
+        journal: bool = True,
     ) -> None:
         """Prepare a server; nothing starts until `start` (or ``with server:``).
 
@@ -75,7 +83,10 @@ class TaskServer:
             queues: The queues the thinker sends on and reads from.
             sites: The federation, usually ``SitesConfig.from_yaml(...)``.
             methods: Task functions, bare (needing a 'cpu' slot) or as `Method`.
-            run_dir: Where engines keep their logs; a new temporary directory if None.
+            run_dir: The run directory: the journal, and the engines' logs; a new temporary
+                directory if None.
+            resume: Continue the run whose journal is in ``run_dir`` (its thinker died).
+            journal: Write a journal (a simulated federation, in virtual time, never does).
         """
         self.queues = queues
         self.config = sites
@@ -91,6 +102,12 @@ class TaskServer:
             for name, site in sites.sites.items()
         }
         self.run_dir = Path(run_dir) if run_dir else None
+        if resume and self.run_dir is None:
+            raise ValueError("resume=True needs the run_dir of the run to resume")
+        self.resume = resume
+        self._journaled = journal and self.world is None
+        #: What the journal of a resumed run held; None in a new run.
+        self.recovery: Recovery | None = None
         settings = sites.scheduler
         reach = sites.reach()
         observations = Observations()
@@ -177,8 +194,9 @@ class TaskServer:
         """Start every site, then accept requests; a site that fails to start stops the rest."""
         if self.run_dir is None:
             self.run_dir = Path(tempfile.mkdtemp(prefix="colmena-fed-"))
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.run_dir, 0o700)
+        private_dir(self.run_dir)
+        if self._journaled:
+            self.dispatcher.journal = self._open_journal(self.run_dir)
         if self.world is not None:
             self.world.begin(self.dispatcher.tick)
         try:
@@ -195,14 +213,45 @@ class TaskServer:
             self._clients.stop()
             if self.data is not None:
                 self.data.close()
+            self._close_journal()
             raise
         for name, backend in self.backends.items():
             self.dispatcher.status(name, backend.status())
+        if self.recovery is not None:
+            recovery = self.recovery
+            self.queues.resume(Resumed(recovery.delivered, recovery.outstanding))
+            self.dispatcher.resume(recovery, self._clients.reattach)
         self.poller.start()
         self.dispatcher.signals.install()
         self._running = True
         _left_running.add(self)
         self.queues.connect(self._request, self._deliver)
+
+    def _open_journal(self, run_dir: Path) -> Journal:
+        """The journal of a new run, or of the run to resume (checked, read back)."""
+        identity = RunIdentity(
+            {
+                name: "local" if site.local is not None else f"globus endpoint {site.endpoint}"
+                for name, site in self.config.sites.items()
+            },
+            list(self.methods),
+        )
+        if not self.resume:
+            return Journal.create(run_dir, identity, str(self.task_group))
+        journal, self.recovery = reopen(run_dir, identity)
+        self.task_group = self._clients.task_group = uuid.UUID(self.recovery.task_group)
+        return journal
+
+    def _close_journal(self) -> None:
+        """Detach the journal from the dispatcher (between two of its events), and close it."""
+
+        def detach() -> Journal | None:
+            journal, self.dispatcher.journal = self.dispatcher.journal, None
+            return journal
+
+        journal = self.dispatcher.read(detach)
+        if journal is not None:
+            journal.close()
 
     def stop(self) -> None:
         """Stop accepting requests, end what did not finish, and stop every site.
@@ -226,6 +275,7 @@ class TaskServer:
             self.poller.stop,
             self.dispatcher.close,  # every unfinished task ends now, with its result
             self._shutdown_backends,
+            self._close_journal,
             self._clients.stop,
         ]
         if self.world is not None:

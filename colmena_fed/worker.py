@@ -62,6 +62,7 @@ class WorkerReport(NamedTuple):
     resolve_inputs_s: float | None = None
     proxy_result_s: float | None = None
     result_bytes: int | None = None
+    task_id: str | None = None
 
 
 _identity: tuple[str, int, str | None] | None = None
@@ -100,20 +101,34 @@ def run_method(method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tupl
 #: The data fields of a report when nothing went through a store.
 _NO_DATA = (None, None, None)
 
+#: Where the data fields sit in a report's tuple.
+_RESOLVE_S, _PROXY_S, _RESULT_BYTES = (
+    WorkerReport._fields.index(name)
+    for name in ("resolve_inputs_s", "proxy_result_s", "result_bytes")
+)
+
 
 #: Methods this worker process has unpickled, by the key `pack_method` gave them.
 _unpacked: dict[str, Callable[..., Any]] = {}
 
 
 def run_packed(
-    key: str, packed: bytes, results: ResultPolicy | None, /, *args: Any, **kwargs: Any
+    key: str,
+    packed: bytes,
+    results: ResultPolicy | None,
+    task_id: str,
+    /,
+    *args: Any,
+    **kwargs: Any,
 ) -> bytes | tuple[Any, ...]:
     """Run the method pickled in ``packed`` (unpickled once per worker process, by ``key``).
 
-    Input proxies are resolved first, so the method sees ordinary objects; with ``results``,
-    a result larger than its threshold goes back as a proxy. Returns the `WorkerReport`
-    pickled, or as a plain tuple if the value cannot be pickled by the standard pickler
-    (Globus Compute's dill-based serializer then takes it).
+    ``task_id`` is colmena-fed's id of the task, sent back on the report: a resumed run
+    matches the results it finds at a site by it. Input proxies are resolved first, so the
+    method sees ordinary objects; with ``results``, a result larger than its threshold goes
+    back as a proxy. Returns the `WorkerReport` pickled, or as a plain tuple if the value
+    cannot be pickled by the standard pickler (Globus Compute's dill-based serializer then
+    takes it).
     """
     method = _unpacked.get(key)
     if method is None:
@@ -130,6 +145,7 @@ def run_packed(
         _forget(proxy)
     if resolve_s is not None or (results is not None and report[0]):
         report = _with_data(report, resolve_s, results)
+    report = (*report, task_id)
     try:
         return pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
@@ -158,7 +174,7 @@ def _with_data(
 ) -> tuple[Any, ...]:
     """The report with its data fields, its value proxied if it is too large to send back."""
     fields = list(report)
-    fields[-3] = resolve_s
+    fields[_RESOLVE_S] = resolve_s
     value = fields[1]
     if results is not None and fields[0] and not small(value, results.threshold):
         started = time.perf_counter()
@@ -166,7 +182,7 @@ def _with_data(
         data = store.serializer(value)
         if len(data) > results.threshold:
             fields[1] = store.proxy_from_key(store.connector.put(data))
-            fields[-2], fields[-1] = time.perf_counter() - started, len(data)
+            fields[_PROXY_S], fields[_RESULT_BYTES] = time.perf_counter() - started, len(data)
     return tuple(fields)
 
 
@@ -192,6 +208,7 @@ def pack_method(
     """What a site registers for ``function``: `run_packed` bound to it, under ``name``.
 
     ``results`` says how the site's workers send back results too large to travel inline.
+    Call it with the task's id first, then the method's inputs.
     """
     packed = dill.dumps(function, recurse=True)  # a script's function takes its globals along
     key = f"{name}-{hashlib.sha256(packed).hexdigest()[:16]}"

@@ -57,3 +57,11 @@ def hold(data: bytes, marker: str, seconds: float) -> int:
 def own_proxy(values: list[int]) -> Proxy[list[int]]:
     """A result the method proxies itself, in no store the task server knows."""
     return Proxy(SimpleFactory(values))
+
+
+def tally(i: int, seconds: float, path: str) -> int:
+    """Note in the file ``path`` that task ``i`` ran, nap, and return ``i``."""
+    with open(path, "a") as file:
+        file.write(f"{i}\n")
+    time.sleep(seconds)
+    return i

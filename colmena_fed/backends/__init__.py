@@ -44,6 +44,8 @@ class SiteStatus:
     managers: int | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
     updated: float = field(default_factory=clock.now)
+    #: Tasks the site's service took since the last report: (colmena-fed id, its own id).
+    acknowledged: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_report(cls, report: Mapping[str, Any]) -> SiteStatus:
@@ -67,11 +69,14 @@ class SiteBackend(Protocol):
 
     ``polled`` says whether the task server should poll `status`; a backend that is not polled
     reports every change of its state through the ``on_status`` callback given to `start`.
+    ``outlives_thinker`` says whether the tasks it was sent run on when the thinker dies (a
+    resumed run claims them), or die with it (a resumed run sends them again).
     """
 
     name: str
     endpoint_id: str
     polled: bool
+    outlives_thinker: bool
 
     def start(self, run_dir: Path, on_status: StatusCallback) -> None:
         """Start or connect to the endpoint; raise `ConfigError` if its YAML is wrong."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +37,7 @@ from colmena_fed.backends import (
     StatusCallback,
     last_line,
 )
+from colmena_fed.backends.reattach import Claim, reattach
 from colmena_fed.errors import ConfigError, SiteError
 from colmena_fed.methods import Method
 from colmena_fed.models import Result
@@ -104,6 +105,18 @@ class ServiceClients:
         """Clients for the service ``config`` names; tasks go into ``task_group`` (or a new one)."""
         self.config = config
         self.task_group = task_group or uuid.uuid4()
+        #: The run's globus sites, by name (each registers itself when it starts).
+        self.sites: dict[str, GlobusBackend] = {}
+        self._reloader: Executor | None = None
+
+    def reattach(self, claims: Sequence[Claim], known: Collection[str]) -> None:
+        """Claim the outcomes of tasks a resumed run's thinker left in flight at globus sites.
+
+        One ``reload_tasks`` of the run's task group finds them (see
+        `colmena_fed.backends.reattach`); the Executor that reloaded them stops with the run.
+        """
+        self._reloader = Executor(client=self.tasks, task_group_id=self.task_group)
+        reattach(self._reloader, claims, known, self.sites)
 
     @functools.cached_property
     def tasks(self) -> Client:
@@ -124,6 +137,9 @@ class ServiceClients:
         it still watches, and its (daemon) thread ends on its own. This reaches into the
         watcher (pinned SDK version; see pyproject.toml).
         """
+        if self._reloader is not None:
+            self._reloader.shutdown(wait=False, cancel_futures=True)
+            self._reloader = None
         watcher = sdk_executor._RESULT_WATCHERS.pop(self.task_group, None)
         if watcher is None:
             return
@@ -138,6 +154,7 @@ class GlobusBackend:
     """A site that is a Globus Compute endpoint, reached through the Globus Compute service."""
 
     polled = True
+    outlives_thinker = True
 
     def __init__(self, name: str, config: SiteConfig, clients: ServiceClients) -> None:
         """Prepare the site ``name``; ``clients`` are shared by the run's sites."""
@@ -158,6 +175,8 @@ class GlobusBackend:
         #: Tasks handed to an Executor and not yet settled: its future -> (Executor, delivery).
         #: A task's outcome is handed over by whoever takes it out of here, so exactly once.
         self._sent: dict[Future[Any], tuple[Executor, OutcomeCallback]] = {}
+        #: Tasks sent whose Globus Compute id the task server has not yet been told: our ids.
+        self._unacknowledged: dict[Future[Any], str] = {}
         self._started: float | None = None  # the endpoint's start time, from its status
         self._last_online: SiteStatus | None = None  # its last online report
         self._refused: BaseException | None = None  # the last 413, which halved the batch size
@@ -168,6 +187,7 @@ class GlobusBackend:
         self._client = self._clients.tasks
         self._status_client = self._clients.status
         self._executor = self._new_executor()
+        self._clients.sites[self.name] = self
 
     def _new_executor(self) -> Executor:
         """An Executor for this site, knowing the functions already registered."""
@@ -246,9 +266,10 @@ class GlobusBackend:
         executor.resource_specification = spec
         executor.user_endpoint_config = endpoint_config
         future = executor.submit_to_registered_function(
-            self._function_ids[task.method], task.args, dict(task.kwargs)
+            self._function_ids[task.method], (task.task_id, *task.args), dict(task.kwargs)
         )
         self._sent[future] = (executor, on_done)
+        self._unacknowledged[future] = task.task_id
         return future
 
     def _settle(self, future: Future[Any]) -> None:
@@ -256,7 +277,7 @@ class GlobusBackend:
         with self._lock:
             sent = self._sent.pop(future, None)
         if sent is not None:
-            sent[1](self._outcome(future))
+            sent[1](self.outcome(future))
 
     def _take_unsent(self) -> list[OutcomeCallback]:
         """Take the tasks a stopped Executor will never send; the caller holds the lock.
@@ -302,7 +323,8 @@ class GlobusBackend:
         )
         return SiteError(self.name, "PayloadTooLarge", message, kind="rejected"), None
 
-    def _outcome(self, future: Future[Any]) -> WorkerReport | SiteError:
+    def outcome(self, future: Future[Any]) -> WorkerReport | SiteError:
+        """What a settled future of this site means: the worker's report, or a site failure."""
         try:
             return read_report(future.result())
         except CancelledError:
@@ -329,10 +351,26 @@ class GlobusBackend:
             return SiteError(self.name, type(exc).__name__, str(exc) or repr(exc))
 
     def status(self) -> SiteStatus:
-        """The endpoint's status as the service reports it."""
+        """The endpoint's status as the service reports it, with the tasks it took since."""
         with self._lock:
             unsent = self._take_unsent()
+            acknowledged = self._acknowledged()
         self._fail_unsent(unsent)
+        status = self._status()
+        return replace(status, acknowledged=acknowledged) if acknowledged else status
+
+    def _acknowledged(self) -> tuple[tuple[str, str], ...]:
+        """Tasks the service took since the last call, with their ids; the caller holds the lock."""
+        taken = []
+        for future, task_id in list(self._unacknowledged.items()):
+            remote = getattr(future, "task_id", None)
+            if remote is not None:
+                taken.append((task_id, str(remote)))
+            if remote is not None or future.done():
+                del self._unacknowledged[future]
+        return tuple(taken)
+
+    def _status(self) -> SiteStatus:
         client = self._status_client
         if client is None:
             return SiteStatus(online=False, detail="not started")
@@ -374,7 +412,7 @@ class GlobusBackend:
         """Stop the Executor; the tasks still out are the task server's to end."""
         with self._lock:  # what is no longer in _sent is never handed over
             executor, self._executor = self._executor, None
-            self._sent = {}
+            self._sent, self._unacknowledged = {}, {}
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
 

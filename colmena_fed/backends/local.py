@@ -49,6 +49,7 @@ class LocalBackend:
     """A site whose Globus Compute engine runs inside the thinker's process."""
 
     polled = True
+    outlives_thinker = False
 
     def __init__(
         self, name: str, endpoint_yaml: Path, variables: Mapping[str, Any] | None = None
@@ -110,7 +111,7 @@ class LocalBackend:
             buffer = serializer.pack_buffers(
                 [
                     self._functions[method],
-                    serializer.serialize(args),
+                    serializer.serialize((task_id, *args)),
                     serializer.serialize(dict(kwargs)) if kwargs else self._no_kwargs,
                 ]
             )

@@ -135,6 +135,7 @@ class SimBackend:
     """One simulated site; it reports every change of state, so it is not polled."""
 
     polled = False
+    outlives_thinker = False
 
     def __init__(self, name: str, config: SimSiteConfig, world: SimWorld) -> None:
         """Model the site ``name`` as ``config`` describes, in ``world``."""

@@ -1,0 +1,231 @@
+"""Reading a run's journal back: where each task stood when its thinker died.
+
+`reopen` checks the journal before anything else happens (it is left exactly as it was if it
+cannot be used: another process holds the run directory, it is not a colmena-fed journal, it
+is of another format, it is truncated or corrupt, or it names other sites or methods than this
+run), then sorts every task the run submitted into one of four states (`Recovery`): delivered
+to the thinker; ended but not delivered; in flight at a site; pending on the thinker side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from colmena_fed.errors import JournalError
+from colmena_fed.journal import (
+    APPLICATION_ID,
+    FILE_NAME,
+    FORMAT,
+    Journal,
+    RunIdentity,
+    _connect,
+    hold,
+    loads,
+)
+from colmena_fed.models import Attempt, Result
+
+#: A store's name and an object's key there.
+StoreKey = tuple[str, Any]
+
+
+@dataclass
+class InFlight:
+    """A task that was at a site when the thinker died."""
+
+    task: Result
+    site: str
+    #: Globus Compute's id of the task, if the journal had it.
+    remote_id: str | None
+
+
+@dataclass
+class Recovery:
+    """Every task of a run, by where it stood when the journal ends."""
+
+    task_group: str
+    #: Results the thinker took, in the order it took them (replayed, marked ``replayed``).
+    delivered: list[Result] = field(default_factory=list)
+    #: Results that came back and were never taken (delivered once, as new).
+    undelivered: list[Result] = field(default_factory=list)
+    #: Tasks sent to a site whose outcome never came back.
+    in_flight: list[InFlight] = field(default_factory=list)
+    #: Tasks waiting for a slot, in the order they were submitted.
+    pending: list[Result] = field(default_factory=list)
+    #: Store objects of each unfinished task's inputs.
+    live_inputs: dict[str, list[StoreKey]] = field(default_factory=dict)
+    #: Store objects of finished tasks' inputs (to evict).
+    ended_inputs: list[StoreKey] = field(default_factory=list)
+    #: Every Globus Compute task id the run's journal knows.
+    remote_ids: set[str] = field(default_factory=set)
+    #: When the journal recorded its last event (the thinker died after that).
+    last_event: float = 0.0
+
+    @property
+    def outstanding(self) -> list[Result]:
+        """Tasks whose results the thinker will receive as new: every one not delivered."""
+        return [*self.undelivered, *(t.task for t in self.in_flight), *self.pending]
+
+
+def reopen(run_dir: Path, identity: RunIdentity) -> tuple[Journal, Recovery]:
+    """Take over the run in ``run_dir`` (same sites and methods); its journal and recovery."""
+    path = run_dir / FILE_NAME
+    if not path.is_file():
+        raise JournalError(
+            f"{path}: no journal to resume in {run_dir}; start a new run (without --resume) "
+            "or name the run directory of the run to resume"
+        )
+    lock = hold(run_dir)
+    try:
+        recovery = _read(path, identity)
+        connection = _connect(path)
+    except BaseException:
+        os.close(lock)
+        raise
+    return Journal(path, connection, lock), recovery
+
+
+def _read(path: Path, identity: RunIdentity) -> Recovery:
+    """Check the journal (read-only) and sort its tasks."""
+    with path.open("rb") as file:
+        header = file.read(16)
+    if header != b"SQLite format 3\x00":
+        raise JournalError(f"{path}: not a colmena-fed journal (not an SQLite database); {_ELSE}")
+    # A reader of a WAL database makes its -wal and -shm files if they are missing: those it
+    # made are removed again (empty), so that a journal found unusable is left as it was.
+    sidecars = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    missing = [sidecar for sidecar in sidecars if not sidecar.exists()]
+    try:
+        connection = _connect(path, read_only=True)
+    except sqlite3.Error as exc:
+        raise JournalError(f"{path}: cannot be opened ({exc}); {_ELSE}") from exc
+    try:
+        return _checked(connection, path, identity)
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(
+            f"{path}: the journal is truncated or corrupt ({exc}); nothing was changed; {_ELSE}"
+        ) from exc
+    finally:
+        connection.close()
+        for sidecar in missing:
+            if sidecar.exists() and (sidecar.name.endswith("-shm") or not sidecar.stat().st_size):
+                sidecar.unlink()
+
+
+_ELSE = "start a new run in another run directory (the file is left as it is)"
+
+
+def _checked(connection: sqlite3.Connection, path: Path, identity: RunIdentity) -> Recovery:
+    (application,) = connection.execute("PRAGMA application_id").fetchone()
+    if application != APPLICATION_ID:
+        raise JournalError(f"{path}: not a colmena-fed journal (another SQLite database); {_ELSE}")
+    (version,) = connection.execute("PRAGMA user_version").fetchone()
+    if version != FORMAT:
+        raise JournalError(
+            f"{path}: a journal of format {version}; this colmena-fed reads format {FORMAT} "
+            f"only: resume it with the colmena-fed version that wrote it, or {_ELSE}"
+        )
+    problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise JournalError(
+            f"{path}: the journal is truncated or corrupt ({'; '.join(problems[:3])}); "
+            f"nothing was changed; {_ELSE}"
+        )
+    meta = {key: json.loads(value) for key, value in connection.execute("SELECT * FROM meta")}
+    theirs = RunIdentity(meta.get("sites", {}), meta.get("methods", []))
+    differences = identity.differences(theirs)
+    if differences:
+        raise JournalError(
+            f"{path}: this run is not the one the journal records ({'; '.join(differences)}); "
+            "resume with the sites YAML and campaign the run started with, or start a new run "
+            "in another run directory"
+        )
+    return _sorted(_events(connection), meta["task_group"])
+
+
+def _events(connection: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
+    yield from connection.execute(
+        "SELECT task_id, kind, at, site, detail, record FROM events ORDER BY seq"
+    )
+
+
+@dataclass
+class _Task:
+    fields: dict[str, Any]
+    keys: list[StoreKey]
+    attempts: list[Attempt] = field(default_factory=list)
+    retries: int = 0
+    remote_id: str | None = None
+    ended: dict[str, Any] | None = None
+    delivered: float | None = None
+
+
+def _sorted(events: Iterator[tuple[Any, ...]], task_group: str) -> Recovery:
+    recovery = Recovery(task_group)
+    tasks: dict[str, _Task] = {}
+    delivered: list[_Task] = []
+    ended: list[_Task] = []
+    last = 0.0
+    for task_id, kind, at, site, detail, record in events:
+        last = max(last, at)
+        if kind == "resumed":
+            continue
+        if kind == "submitted":
+            fields, keys = loads(record)
+            tasks[task_id] = _Task(fields, keys)
+            continue
+        state = tasks[task_id]
+        if kind == "dispatched":
+            state.attempts.append(Attempt(site=site, dispatched=at))
+            state.remote_id = None
+        elif kind == "acknowledged":
+            state.remote_id = detail
+            recovery.remote_ids.add(detail)
+        elif kind in ("requeued", "resent"):
+            state.attempts[-1].ended, state.attempts[-1].reason = at, detail
+            state.retries += kind == "requeued"
+        elif kind == "ended" and state.ended is None:
+            state.ended = loads(record)
+            ended.append(state)
+        elif kind == "delivered" and state.delivered is None:
+            state.delivered = at
+            delivered.append(state)
+    recovery.last_event = last
+    for state in delivered:
+        result = _finished(state)
+        result.timestamps.delivered = state.delivered
+        result.replayed = True
+        recovery.delivered.append(result)
+    for state in ended:
+        recovery.ended_inputs += state.keys
+        if state.delivered is None:
+            recovery.undelivered.append(_finished(state))
+    for task_id, state in tasks.items():
+        if state.ended is not None:
+            continue
+        task = Result.model_construct(**state.fields)
+        task.attempts, task.retries = state.attempts, state.retries
+        recovery.live_inputs[task_id] = state.keys
+        last_attempt = state.attempts[-1] if state.attempts else None
+        if last_attempt is not None and last_attempt.ended is None:
+            task.site = last_attempt.site
+            task.timestamps.dispatched = last_attempt.dispatched
+            recovery.in_flight.append(InFlight(task, last_attempt.site, state.remote_id))
+        else:
+            task.site = None
+            recovery.pending.append(task)
+    return recovery
+
+
+def _finished(state: _Task) -> Result:
+    assert state.ended is not None
+    fields = dict(state.ended)
+    keep = fields.get("keep_inputs", True)
+    fields["args"] = state.fields["args"] if keep else ()
+    fields["kwargs"] = state.fields["kwargs"] if keep else {}
+    return Result.model_construct(**fields)

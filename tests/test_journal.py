@@ -1,0 +1,248 @@
+"""The run journal and resume: a thinker killed at any point loses nothing and repeats nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ENDPOINTS
+from sample_methods import double, nap
+from test_thinker_exit import CLI, environment, sites_yaml
+
+from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
+from colmena_fed.errors import JournalError
+from colmena_fed.journal import FILE_NAME, Journal, RunIdentity
+from colmena_fed.recovery import reopen
+
+RESUMABLE = Path(__file__).parent / "campaigns" / "resumable.py"
+TASKS = 15  # the campaign's: 3 held, 12 on the default topic
+IDENTITY = RunIdentity({"cpu-site": "local"}, ["double", "nap"])
+
+
+def journal_counts(run_dir: Path) -> dict[str, int]:
+    """Rows of each kind in a run's journal, read as another process reads it."""
+    with sqlite3.connect(f"file:{run_dir / FILE_NAME}?mode=ro", uri=True) as db:
+        return dict(db.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
+
+
+def tasks_by_state(run_dir: Path) -> Counter[str]:
+    """How many tasks are delivered, ended (not delivered), in flight and pending."""
+    query = "SELECT task_id, group_concat(kind) FROM events WHERE task_id != '' GROUP BY task_id"
+    with sqlite3.connect(f"file:{run_dir / FILE_NAME}?mode=ro", uri=True) as db:
+        kinds = [row[1].split(",") for row in db.execute(query)]
+    states: Counter[str] = Counter()
+    for task in kinds:
+        if "delivered" in task:
+            states["delivered"] += 1
+        elif "ended" in task:
+            states["ended"] += 1
+        elif task[-1] == "dispatched" or task[-1] == "acknowledged":
+            states["in flight"] += 1
+        else:
+            states["pending"] += 1
+    return states
+
+
+def campaign(tmp_path: Path, sites: Path, *extra: str) -> subprocess.Popen[str]:
+    files = {name: str(tmp_path / name.lower()) for name in ("TALLY", "RELEASE", "RECEIVED")}
+    return subprocess.Popen(
+        [CLI, "run", f"{RESUMABLE}:make_resumable", "--sites", str(sites), *extra],
+        cwd=tmp_path,
+        env={**environment(), **files},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.parametrize("backend", ["local", "globus"])
+def test_a_thinker_killed_mid_run_resumes_with_every_task_ended_and_delivered_once(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    testbed = request.getfixturevalue("testbed") if backend == "globus" else None
+    sites, run_dir = sites_yaml(tmp_path, backend, testbed), tmp_path / "run"
+    first = campaign(tmp_path, sites, "--run-dir", str(run_dir))
+    deadline = time.monotonic() + 120
+    states: Counter[str] = Counter()
+    # Kill it with results delivered, results received but not delivered (the held topic),
+    # tasks in flight and tasks pending.
+    while not all(states[s] for s in ("delivered", "ended", "in flight", "pending")):
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, f"the campaign never reached the kill point: {states}"
+        time.sleep(0.05)
+        if (run_dir / FILE_NAME).exists():
+            states = tasks_by_state(run_dir)
+    second_thinker = TaskServer(
+        TaskQueues(), SitesConfig.from_yaml(sites), [double], run_dir, resume=True
+    )
+    with pytest.raises(JournalError, match=f"in use by process {first.pid}"):
+        second_thinker.start()
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    ended_before = journal_counts(run_dir)["ended"]
+    ran_before = (tmp_path / "tally").read_text().split()
+    (tmp_path / "release").touch()
+
+    second = campaign(tmp_path, sites, "--run-dir", str(run_dir), "--resume")
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, out + err
+    assert "resumed:" in out
+
+    lines = [line.split() for line in (tmp_path / "received").read_text().splitlines()]
+    new = Counter(value for value, _, replayed, _ in lines if replayed == "False")
+    replayed = Counter(value for value, _, replayed, _ in lines if replayed == "True")
+    assert new == Counter(str(i) for i in range(TASKS))  # every result delivered once as new
+    assert set(replayed.values()) == {1}  # and those delivered before, replayed once
+    assert set(replayed) <= set(new)
+    assert all(success == "True" for *_, success in lines)
+    counts = journal_counts(run_dir)
+    assert counts["ended"] == counts["delivered"] == counts["submitted"] == TASKS
+    ran = Counter((tmp_path / "tally").read_text().split())
+    run_twice = {i for i, n in ran.items() if n > 1}
+    if backend == "globus":
+        assert not run_twice  # found in the run's task group, not sent again
+    else:  # what was in flight died with the engine and was sent again, saying why
+        assert 1 <= len(run_twice) <= 2
+        assert counts["resent"] == len(run_twice)
+        assert set(ran) == {str(i) for i in range(TASKS)}
+    assert len(ran_before) >= ended_before >= 1
+
+
+def small_journal(run_dir: Path) -> None:
+    """A journal of a run whose thinker died: one result delivered, one task pending."""
+    journal = Journal.create(run_dir, IDENTITY, "8c7e1d0a-0000-4000-8000-000000000000")
+    done = Result(method="double", args=(np.arange(3),), kwargs={"scale": np.float64(2)})
+    journal.submitted(done)
+    journal.dispatched(done, "cpu-site", 1, time.time())
+    done.value, done.success, done.site = np.arange(3) * 2, True, "cpu-site"
+    journal.ended(done, time.time())
+    journal.delivered(done.task_id, time.time())
+    journal.submitted(Result(method="nap", args=(1.0,), max_wait=60, priority=3))
+    journal.commit()
+    journal.close()
+
+
+def test_a_journal_keeps_numpy_inputs_and_values_and_their_records_write_json(
+    tmp_path: Path,
+) -> None:
+    small_journal(tmp_path)
+    journal, recovery = reopen(tmp_path, IDENTITY)
+    journal.close()
+    (replay,) = recovery.delivered
+    assert replay.replayed
+    assert replay.timestamps.delivered is not None
+    assert np.array_equal(replay.args[0], np.arange(3))
+    assert np.array_equal(replay.value, [0, 2, 4])
+    (pending,) = recovery.pending
+    assert (pending.method, pending.priority, pending.max_wait) == ("nap", 3, 60)
+    text = replay.model_dump_json()
+    assert '"args":[[0,1,2]]' in text
+    assert '"value":[0,2,4]' in text
+    assert '"scale":2.0' in text
+
+
+def fingerprint(run_dir: Path) -> dict[str, str]:
+    """The journal's bytes: the database and its WAL (not the -shm index any reader rebuilds)."""
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in run_dir.iterdir()
+        if path.name.startswith(FILE_NAME) and not path.name.endswith("-shm")
+    }
+
+
+def damage(run_dir: Path, how: str) -> str:
+    """Spoil the journal in ``run_dir``; what the error must say."""
+    path = run_dir / FILE_NAME
+    if how == "foreign":
+        path.unlink()
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE notes (text TEXT)")
+        return "not a colmena-fed journal"
+    if how == "not sqlite":
+        path.write_bytes(b"run,task\n" * 200)
+        return "not a colmena-fed journal"
+    if how == "other version":
+        with sqlite3.connect(path) as db:
+            db.execute("PRAGMA user_version = 99")
+        return "a journal of format 99; this colmena-fed reads format 1"
+    size = path.stat().st_size
+    if how == "truncated":
+        os.truncate(path, size // 2 + 100)
+    else:  # corrupt: the second half overwritten
+        with path.open("r+b") as file:
+            file.seek(size // 2)
+            file.write(os.urandom(size - size // 2))
+    return "truncated or corrupt"
+
+
+@pytest.mark.parametrize("how", ["foreign", "not sqlite", "other version", "truncated", "corrupt"])
+def test_a_journal_that_cannot_be_resumed_is_one_clear_error_and_left_as_it_was(
+    tmp_path: Path, how: str
+) -> None:
+    small_journal(tmp_path)
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:  # bulk, so that damage hits the events
+        db.executemany(
+            "INSERT INTO events (task_id, kind, at, record) VALUES (?, 'submitted', 0, ?)",
+            [(f"t{i}", os.urandom(200)) for i in range(200)],
+        )
+    expected = damage(tmp_path, how)
+    before = fingerprint(tmp_path)
+    with pytest.raises(JournalError, match=expected) as raised:
+        reopen(tmp_path, IDENTITY)
+    assert str(tmp_path / FILE_NAME) in str(raised.value)
+    assert fingerprint(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("sites", "methods", "expected"),
+    [
+        ({"cpu-site": "local", "gpu-site": "local"}, ["double", "nap"], "site 'gpu-site'"),
+        ({"cpu-site": "globus endpoint 1"}, ["double", "nap"], "site 'cpu-site'"),
+        ({"cpu-site": "local"}, ["double"], "lacks: nap"),
+    ],
+)
+def test_resuming_with_other_sites_or_methods_names_the_difference(
+    tmp_path: Path, sites: dict[str, str], methods: list[str], expected: str
+) -> None:
+    small_journal(tmp_path)
+    before = fingerprint(tmp_path)
+    with pytest.raises(JournalError, match=expected):
+        reopen(tmp_path, RunIdentity(sites, methods))
+    assert fingerprint(tmp_path) == before
+
+
+def test_a_new_run_refuses_a_run_directory_holding_one_and_resume_needs_a_journal(
+    tmp_path: Path,
+) -> None:
+    small_journal(tmp_path / "old")
+    with pytest.raises(JournalError, match="already holds a run; resume it"):
+        Journal.create(tmp_path / "old", IDENTITY, "x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(JournalError, match="no journal to resume"):
+        reopen(tmp_path / "empty", IDENTITY)
+
+
+def test_inputs_the_journal_cannot_write_are_refused_naming_the_task(tmp_path: Path) -> None:
+    queues = TaskQueues()
+    site = {"local": str(ENDPOINTS / "local-cpu.yaml"), "resources": {"cpu": 1}}
+    config = SitesConfig.from_dict({"sites": {"cpu-site": site}})
+    with TaskServer(queues, config, [double, nap], run_dir=tmp_path):
+        task_id = queues.send_inputs((x for x in range(3)), method="double")
+        result = queues.get_result(timeout=60)
+        assert result is not None
+        assert result.failure is not None
+        assert result.failure.kind == "rejected"
+        assert f"cannot write down the inputs of task {task_id} (double)" in result.failure.message
+        queues.send_inputs(2, method="double")
+        after = queues.get_result(timeout=60)
+        assert after is not None
+        assert after.value == 4

@@ -2,10 +2,11 @@
 
 (a) no-op tasks submitted straight to the engine built from endpoints/local-cpu.yaml, packed
 in Globus Compute's message format; (b) the same tasks through colmena-fed's full path
-(send_inputs -> task server -> site -> result on its topic) on a site made from the same YAML
-that may hold every task of a burst in flight, as the raw engine does (``--slots``, default:
-``--tasks``, given as prefetch over the 2 workers); (c) the same again on a site holding at
-most ``--late-slots`` (256) in flight, the rest waiting on the thinker side (late binding).
+(send_inputs -> task server -> site -> result on its topic, run journal included) on a site
+made from the same YAML that may hold every task of a burst in flight, as the raw engine does
+(``--slots``, default: ``--tasks``, given as prefetch over the 2 workers); (c) the same again
+on a site holding at most ``--late-slots`` (256) in flight, the rest waiting on the thinker side
+(late binding).
 The engines run side by side for the whole benchmark and the bursts rotate between them (and
 which goes first), so drift of the machine affects all alike.
 
@@ -90,7 +91,9 @@ class RawEngine:
 class FullPath:
     """colmena-fed: send_inputs -> task server -> site -> result on its topic."""
 
-    def __init__(self, run_dir: Path, slots: int, status_period: float) -> None:
+    def __init__(
+        self, run_dir: Path, slots: int, status_period: float, journal: bool = True
+    ) -> None:
         sites = SitesConfig.from_dict(
             {
                 "sites": {
@@ -104,7 +107,9 @@ class FullPath:
             }
         )
         self.queues = TaskQueues(topics=["bench"])
-        self.server = TaskServer(self.queues, sites, [Method(noop)], run_dir=run_dir)
+        self.server = TaskServer(
+            self.queues, sites, [Method(noop)], run_dir=run_dir, journal=journal
+        )
         self.server.start()
         self.cpu_per_task: list[float] = []
 

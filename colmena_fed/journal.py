@@ -155,8 +155,8 @@ class Journal:
             record = _dumps((task.__dict__, list(input_keys)))
         except Exception as exc:
             raise UnjournaledInputs(
-                f"cannot write down the inputs of task {task.task_id} ({task.method}) in the "
-                f"run journal, so it could not be sent again after a restart: {exc}"
+                f"cannot serialize the inputs of task {task.task_id} ({task.method}) to write "
+                f"them in the run journal (a resumed run sends tasks again from it): {exc}"
             ) from exc
         created = task.timestamps.created
         self.rows.append((task.task_id, "submitted", created, None, None, None, record))

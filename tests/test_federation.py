@@ -208,7 +208,9 @@ def test_inputs_that_cannot_be_serialized_are_rejected_naming_the_task(
     assert result.success is False
     assert result.failure is not None
     assert result.failure.kind == "rejected"
+    # Refused on arrival: the run journal cannot write them down either.
     assert f"cannot serialize the inputs of task {task_id} (double)" in result.failure.message
+    assert result.failure.exception_type == "UnjournaledInputs"
 
 
 def test_a_result_too_large_to_return_fails_once_without_retries(queues: TaskQueues) -> None:

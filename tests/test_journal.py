@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ENDPOINTS
-from sample_methods import double, nap
+from sample_methods import double
 from test_thinker_exit import CLI, environment, sites_yaml
 
 from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
@@ -229,20 +228,3 @@ def test_a_new_run_refuses_a_run_directory_holding_one_and_resume_needs_a_journa
     (tmp_path / "empty").mkdir()
     with pytest.raises(JournalError, match="no journal to resume"):
         reopen(tmp_path / "empty", IDENTITY)
-
-
-def test_inputs_the_journal_cannot_write_are_refused_naming_the_task(tmp_path: Path) -> None:
-    queues = TaskQueues()
-    site = {"local": str(ENDPOINTS / "local-cpu.yaml"), "resources": {"cpu": 1}}
-    config = SitesConfig.from_dict({"sites": {"cpu-site": site}})
-    with TaskServer(queues, config, [double, nap], run_dir=tmp_path):
-        task_id = queues.send_inputs((x for x in range(3)), method="double")
-        result = queues.get_result(timeout=60)
-        assert result is not None
-        assert result.failure is not None
-        assert result.failure.kind == "rejected"
-        assert f"cannot write down the inputs of task {task_id} (double)" in result.failure.message
-        queues.send_inputs(2, method="double")
-        after = queues.get_result(timeout=60)
-        assert after is not None
-        assert after.value == 4

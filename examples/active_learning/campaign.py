@@ -8,6 +8,11 @@ random candidates by the surrogate's lower confidence bound and simulates the mo
 Run it with::
 
     colmena-fed run examples/active_learning/campaign.py:make_thinker --sites examples/sites.yaml
+
+It is resumable: if its thinker dies, ``colmena-fed run ... --run-dir RUN --resume`` carries
+on. The results the dead thinker had are replayed first (``result.replayed``): they rebuild
+the measurements and the surrogate without spending slots or asking for a retrain; the tasks
+it had sent and not seen come back as new results, so their slots are held for them at start.
 """
 
 from __future__ import annotations
@@ -89,6 +94,17 @@ class ActiveLearner(BaseThinker):
         self.lock = threading.Lock()
         self.retrain = threading.Event()
 
+    def run(self) -> None:
+        """Run the campaign, first carrying over what a resumed run's dead thinker had sent."""
+        resumed = self.queues.resumed
+        if resumed is not None:
+            self.submitted = resumed.count(method="simulate")
+            waiting = [task for task in resumed.outstanding if task.method == "simulate"]
+            # Their results release a slot each, as those of the tasks sent now do.
+            self.slots.acquire("simulate", min(len(waiting), self.slots.total_slots), timeout=0)
+            self.training_in_flight = any(t.method == "train" for t in resumed.outstanding)
+        super().run()
+
     @agent(startup=True)
     def seed_candidates(self) -> None:
         """Start from random points until the first surrogate exists."""
@@ -113,14 +129,15 @@ class ActiveLearner(BaseThinker):
     @result_processor(topic="simulate")
     def record_simulation(self, result: Result) -> None:
         """Store the measurement; ask for a retrain once enough new data came in."""
-        self.slots.release("simulate", 1)
+        if not result.replayed:  # a replayed one's slot was the dead thinker's
+            self.slots.release("simulate", 1)
         if not result.success:
             self.logger.warning("simulation failed: %s", result.failure)
             return
         with self.lock:
             self.points.append(result.args[0])
             self.values.append(result.value)
-            self.since_training += 1
+            self.since_training += not result.replayed
             if self.since_training >= self.retrain_every and not self.training_in_flight:
                 self.retrain.set()
             if len(self.values) >= self.budget:
@@ -139,11 +156,13 @@ class ActiveLearner(BaseThinker):
     def use_surrogate(self, result: Result) -> None:
         """Replace the candidate queue with the surrogate's most promising points."""
         with self.lock:
-            self.training_in_flight = False
+            self.training_in_flight &= result.replayed  # a replay is not the one in flight
         if not result.success:
             self.logger.warning("training failed: %s", result.failure)
             return
         self.trainings.append(result)
+        if result.value is None:  # replayed, its model came through a store and is gone
+            return
         pool = self.rng.random((2000, 3))
         mean, std = result.value.predict(pool, return_std=True)
         ranked = pool[np.argsort(mean - 1.5 * std)][: self.retrain_every]

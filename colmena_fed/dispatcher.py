@@ -142,14 +142,13 @@ class Dispatcher:
     def delivered(self, task: Result) -> None:
         """The thinker took ``task``'s result from its topic.
 
-        With a journal, returns once the delivery is written down. Without one, only the data
-        plane acts on a delivery (it evicts the result's object), so without either there is
-        nothing to post.
+        The journal notes it at once, in the caller's thread. Only the data plane acts on a
+        delivery (it evicts the result's object), so without one there is nothing to post.
         """
-        if self.journal is not None:
-            self._post((self._on_delivered, task))
-            self.read(lambda: None)  # committed before the thinker sees the result
-        elif self.data is not None:
+        journal = self.journal
+        if journal is not None:
+            journal.delivered(task.task_id, clock.now())
+        if self.data is not None:
             self._post((self._on_delivered, task))
 
     def resume(self, recovery: Recovery, reattach: Reattach | None = None) -> None:
@@ -363,8 +362,6 @@ class Dispatcher:
             self._end(task)
 
     def _on_delivered(self, task: Result) -> None:
-        if self.journal is not None:
-            self.journal.delivered(task.task_id, clock.now())
         if self.data is not None:
             self._effects.append((self.data.after_delivery, task))
 

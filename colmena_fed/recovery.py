@@ -20,6 +20,7 @@ from typing import Any
 from colmena_fed.errors import JournalError
 from colmena_fed.journal import (
     APPLICATION_ID,
+    DELIVERIES_NAME,
     FILE_NAME,
     FORMAT,
     Journal,
@@ -29,6 +30,7 @@ from colmena_fed.journal import (
     loads,
 )
 from colmena_fed.models import Attempt, Result
+from colmena_fed.records import rebuild, unpack
 
 #: A store's name and an object's key there.
 StoreKey = tuple[str, Any]
@@ -145,13 +147,27 @@ def _checked(connection: sqlite3.Connection, path: Path, identity: RunIdentity) 
             "resume with the sites YAML and campaign the run started with, or start a new run "
             "in another run directory"
         )
-    return _sorted(_events(connection), meta["task_group"])
+    return _sorted(_events(connection), _deliveries(path), meta)
 
 
 def _events(connection: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
     yield from connection.execute(
         "SELECT task_id, kind, at, site, detail, record FROM events ORDER BY seq"
     )
+
+
+def _deliveries(path: Path) -> list[tuple[str, float]]:
+    """The results the thinker took, in order: (task id, when), from the deliveries file."""
+    try:
+        text = path.with_name(DELIVERIES_NAME).read_text()
+    except FileNotFoundError:
+        return []
+    taken = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 2:  # a line cut short by the thinker's death is no delivery
+            taken.append((words[0], float(words[1])))
+    return taken
 
 
 @dataclass
@@ -165,8 +181,11 @@ class _Task:
     delivered: float | None = None
 
 
-def _sorted(events: Iterator[tuple[Any, ...]], task_group: str) -> Recovery:
-    recovery = Recovery(task_group)
+def _sorted(
+    events: Iterator[tuple[Any, ...]], deliveries: list[tuple[str, float]], meta: dict[str, Any]
+) -> Recovery:
+    recovery = Recovery(meta["task_group"])
+    names = meta["fields"]
     tasks: dict[str, _Task] = {}
     delivered: list[_Task] = []
     ended: list[_Task] = []
@@ -176,8 +195,8 @@ def _sorted(events: Iterator[tuple[Any, ...]], task_group: str) -> Recovery:
         if kind == "resumed":
             continue
         if kind == "submitted":
-            fields, keys = loads(record)
-            tasks[task_id] = _Task(fields, keys)
+            values, keys = loads(record)
+            tasks[task_id] = _Task(unpack(values, names), keys)
             continue
         state = tasks[task_id]
         if kind == "dispatched":
@@ -190,11 +209,14 @@ def _sorted(events: Iterator[tuple[Any, ...]], task_group: str) -> Recovery:
             state.attempts[-1].ended, state.attempts[-1].reason = at, detail
             state.retries += kind == "requeued"
         elif kind == "ended" and state.ended is None:
-            state.ended = loads(record)
+            state.ended = unpack(loads(record), names)
             ended.append(state)
-        elif kind == "delivered" and state.delivered is None:
-            state.delivered = at
-            delivered.append(state)
+    for task_id, at in deliveries:
+        taken = tasks.get(task_id)
+        if taken is not None and taken.ended is not None and taken.delivered is None:
+            taken.delivered = at
+            delivered.append(taken)
+            last = max(last, at)
     recovery.last_event = last
     for state in delivered:
         result = _finished(state)
@@ -208,7 +230,7 @@ def _sorted(events: Iterator[tuple[Any, ...]], task_group: str) -> Recovery:
     for task_id, state in tasks.items():
         if state.ended is not None:
             continue
-        task = Result.model_construct(**state.fields)
+        task = rebuild(state.fields)
         task.attempts, task.retries = state.attempts, state.retries
         recovery.live_inputs[task_id] = state.keys
         last_attempt = state.attempts[-1] if state.attempts else None
@@ -228,4 +250,4 @@ def _finished(state: _Task) -> Result:
     keep = fields.get("keep_inputs", True)
     fields["args"] = state.fields["args"] if keep else ()
     fields["kwargs"] = state.fields["kwargs"] if keep else {}
-    return Result.model_construct(**fields)
+    return rebuild(fields)

@@ -18,7 +18,7 @@ from test_thinker_exit import CLI, environment, sites_yaml
 
 from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
 from colmena_fed.errors import JournalError
-from colmena_fed.journal import FILE_NAME, Journal, RunIdentity
+from colmena_fed.journal import DELIVERIES_NAME, FILE_NAME, Journal, RunIdentity
 from colmena_fed.recovery import reopen
 
 RESUMABLE = Path(__file__).parent / "campaigns" / "resumable.py"
@@ -29,17 +29,25 @@ IDENTITY = RunIdentity({"cpu-site": "local"}, ["double", "nap"])
 def journal_counts(run_dir: Path) -> dict[str, int]:
     """Rows of each kind in a run's journal, read as another process reads it."""
     with sqlite3.connect(f"file:{run_dir / FILE_NAME}?mode=ro", uri=True) as db:
-        return dict(db.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
+        counts = dict(db.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
+    return {**counts, "delivered": len(deliveries(run_dir))}
+
+
+def deliveries(run_dir: Path) -> list[str]:
+    """The task ids of the results the thinker took, in order."""
+    path = run_dir / DELIVERIES_NAME
+    return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def tasks_by_state(run_dir: Path) -> Counter[str]:
     """How many tasks are delivered, ended (not delivered), in flight and pending."""
     query = "SELECT task_id, group_concat(kind) FROM events WHERE task_id != '' GROUP BY task_id"
     with sqlite3.connect(f"file:{run_dir / FILE_NAME}?mode=ro", uri=True) as db:
-        kinds = [row[1].split(",") for row in db.execute(query)]
+        kinds = {row[0]: row[1].split(",") for row in db.execute(query)}
+    taken = set(deliveries(run_dir))
     states: Counter[str] = Counter()
-    for task in kinds:
-        if "delivered" in task:
+    for task_id, task in kinds.items():
+        if task_id in taken:
             states["delivered"] += 1
         elif "ended" in task:
             states["ended"] += 1

@@ -8,7 +8,9 @@ dispatched, retried, failed over, expired, superseded, ended) and queues their *
 task to its site, put a result on its topic, evict objects); the effects run once the queued
 events are applied. An effect that posts an event (a backend that fails a task at once) only
 queues it, so nothing re-enters placement, however many tasks are refused at once, and an
-exception while applying an event ends that task as a failure with the reason.
+exception while applying an event ends that task as a failure with the reason. With a run
+journal (`colmena_fed.journal`), the transitions a batch of events made are committed before
+its effects run, and `resume` takes over the tasks a dead thinker's journal left.
 
 No thread of its own runs the dispatcher: whichever thread posts an event while no other
 thread is applying events applies them all (a combining lock). One thread at a time owns the

@@ -23,6 +23,7 @@ import logging
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -360,7 +361,7 @@ def _run_to_the_end(work: Callable[[], None], hold: SignalHold) -> bool:
                 hold.held = False
                 if hold.pending:
                     hold.release()
-            done.wait(0.1)  # an Event, not join: Ctrl+C inside join may mark a thread stopped
+            time.sleep(0.02)  # not join nor Event.wait: Ctrl+C inside their locks breaks them
         except KeyboardInterrupt:
             interrupted = True
             sys.stderr.write(

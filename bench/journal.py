@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from overhead import ENDPOINT_YAML, FullPath, RawEngine, noop
+from overhead import ENDPOINT_YAML, FullPath, RawEngine, noop, stop_all
 
 from colmena_fed import Method, Result, SitesConfig, TaskQueues, TaskServer
 from colmena_fed.journal import FILE_NAME, Journal, RunIdentity
@@ -124,10 +124,7 @@ def main() -> None:
                     + " tasks/s"
                 )
         finally:
-            for contender in contenders.values():
-                if isinstance(contender, FullPath):
-                    contender.server.stop()
-            raw.engine.shutdown()
+            stop_all(contenders.values())
         resume_s, read_s = measure_resume(tmp, args.resume_tasks)
 
     def paired(top: str, bottom: str) -> float:

@@ -25,7 +25,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from globus_compute_common import messagepack
@@ -134,6 +134,15 @@ class FullPath:
         return n_tasks / (time.perf_counter() - start)
 
 
+def stop_all(contenders: Iterable[RawEngine | FullPath]) -> None:
+    """Stop every task server and raw engine of a benchmark."""
+    for contender in contenders:
+        if isinstance(contender, FullPath):
+            contender.server.stop()
+        else:
+            contender.engine.shutdown()
+
+
 def interleaved_latency(
     count: int, raw: Callable[[int], None], fed: Callable[[int], None]
 ) -> tuple[float, float]:
@@ -196,10 +205,7 @@ def main() -> None:
                     + " tasks/s"
                 )
         finally:
-            for contender in contenders.values():
-                if isinstance(contender, FullPath):
-                    contender.server.stop()
-            raw.engine.shutdown()
+            stop_all(contenders.values())
     raw_rates = runs["raw"][1]
     for name, (_, rates) in runs.items():
         median = statistics.median(rates)

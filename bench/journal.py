@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sqlite3
 import statistics
 import tempfile
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from overhead import ENDPOINT_YAML, FullPath, RawEngine, noop, stop_all
 
 from colmena_fed import Method, Result, SitesConfig, TaskQueues, TaskServer
-from colmena_fed.journal import FILE_NAME, Journal, RunIdentity
+from colmena_fed.journal import FILE_NAME, Journal, RunIdentity, read
 from colmena_fed.recovery import reopen
 
 SITE = "bench"
@@ -62,12 +61,9 @@ def crashed_run(run_dir: Path, tasks: int) -> None:
 
 def first_dispatch_after_resume(run_dir: Path) -> float:
     """When the resumed run dispatched its first task (journal time)."""
-    with sqlite3.connect(f"file:{run_dir / FILE_NAME}?mode=ro", uri=True) as db:
-        (resumed,) = db.execute("SELECT seq FROM events WHERE kind = 'resumed'").fetchone()
-        (at,) = db.execute(
-            "SELECT min(at) FROM events WHERE kind = 'dispatched' AND seq > ?", (resumed,)
-        ).fetchone()
-    return float(at)
+    events = read(run_dir / FILE_NAME).events
+    resumed = next(i for i, (_, kind, *_) in enumerate(events) if kind == "resumed")
+    return min(at for _, kind, at, *_ in events[resumed:] if kind == "dispatched")
 
 
 def measure_resume(tmp: Path, tasks: int) -> tuple[float, float]:
@@ -96,7 +92,7 @@ def measure_resume(tmp: Path, tasks: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--resume-tasks", type=int, default=10_000)
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}")

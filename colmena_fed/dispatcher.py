@@ -9,7 +9,7 @@ task to its site, put a result on its topic, evict objects); the effects run onc
 events are applied. An effect that posts an event (a backend that fails a task at once) only
 queues it, so nothing re-enters placement, however many tasks are refused at once, and an
 exception while applying an event ends that task as a failure with the reason. With a run
-journal (`colmena_fed.journal`), the transitions a batch of events made are committed before
+journal (`colmena_fed.journal`), the transitions a batch of events made are written down before
 its effects run, and `resume` takes over the tasks a dead thinker's journal left.
 
 No thread of its own runs the dispatcher: whichever thread posts an event while no other
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -246,7 +245,7 @@ class Dispatcher:
         assert self.journal is not None
         try:
             self.journal.commit()
-        except sqlite3.Error as exc:
+        except OSError as exc:
             logger.error(
                 "cannot write the run journal %s (%s): the run goes on, but can no longer be "
                 "resumed after its thinker dies",

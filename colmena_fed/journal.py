@@ -1,21 +1,28 @@
 """The run journal: what the dispatcher decided about each task, written before it shows.
 
-A run directory holds one journal, ``journal.sqlite``: an SQLite database in WAL mode, written
-only by the run's dispatcher. Every transition of a task appends one row to ``events``
-(submitted, dispatched, acknowledged, requeued, resent, ended), and the rows an event produced
-are committed before its effects run: a task is in the journal before any site sees it, its
-outcome before the thinker does. Commits are grouped per batch of events the dispatcher
-applies, so a burst of tasks pays for a few commits, not one per task. Deliveries go to an
-append-only file beside it, ``journal.deliveries`` (one line per result the thinker took, in
-order), written by the thinker's thread before ``get_result`` returns: one ``write`` call, with
-no lock shared with the dispatcher and no commit to wait for (measured in bench/journal.py).
+A run directory holds one journal, ``journal.log``: an append-only log written only by the
+run's dispatcher. Every transition of a task is one event (submitted, dispatched, acknowledged,
+requeued, resent, ended), and the events a batch produced are appended as one checksummed
+frame, with one ``write`` call, before its effects run: a task is in the journal before any site
+sees it, its outcome before the thinker does. A burst of tasks pays for a few writes, not one per
+task; an SQLite commit of the same rows cost eight times as much (bench/journal.py). Deliveries go
+to an append-only file beside it, ``journal.deliveries`` (one line per result the thinker took,
+in order), written by the thinker's thread before ``get_result`` returns, with no lock shared
+with the dispatcher.
 
-Durability: a commit survives the thinker process dying (killed, crashed, the laptop's battery
-gone with the OS still writing back), not a crash of the operating system itself
-(``synchronous=NORMAL``: no fsync per commit). Resuming reads the journal back
-(`colmena_fed.recovery`). Only one process at a time may hold a run directory: a lock file
-(``journal.lock``, an advisory ``flock`` released by the kernel when its process dies) says
-which.
+The log is the header (`MAGIC`, then `FORMAT` as 4 bytes), a frame of the run's facts as JSON
+(`meta`), then one frame per batch of events (a pickled list of `Row`); a frame is its length
+and CRC-32 (4 bytes each, big-endian), then its payload. `read` takes one apart.
+
+Durability: a write survives the thinker process dying (killed, crashed, the laptop's battery
+gone with the OS still writing back), not a crash of the operating system itself (no fsync per
+batch; the same as SQLite's ``synchronous=NORMAL``). A thinker killed during a write may leave
+its last frame cut short; Linux stops such a write only between pages, so the cut falls on a
+page boundary, and nothing that frame recorded had happened yet: `read` drops it, and a resumed
+run cuts it off before writing on. A frame cut short anywhere else, or whose checksum is wrong,
+is a damaged journal, refused. Resuming reads the journal back (`colmena_fed.recovery`). Only one
+process at a time may hold a run directory: a lock file (``journal.lock``, an advisory
+``flock`` released by the kernel when its process dies) says which.
 
 Records travel pickled (dill for what pickle cannot take); a task whose inputs cannot be pickled
 at all is refused (``rejected``) before it is sent, as a site would have refused it.
@@ -25,11 +32,13 @@ from __future__ import annotations
 
 import fcntl
 import json
+import mmap
 import os
 import pickle
-import sqlite3
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,34 +52,20 @@ from colmena_fed.records import FIELDS, pack
 
 #: The journal's format; a journal of another format is refused, never rewritten.
 FORMAT = 1
-#: SQLite's application id of colmena-fed journals ("CFJN"): tells ours from other databases.
-APPLICATION_ID = 0x43464A4E
-FILE_NAME = "journal.sqlite"
+#: The first bytes of every colmena-fed journal (then `FORMAT`, 4 bytes big-endian).
+MAGIC = b"colmena-fed journal\n"
+FILE_NAME = "journal.log"
 DELIVERIES_NAME = "journal.deliveries"
 LOCK_NAME = "journal.lock"
 
-_SCHEMA = f"""
-PRAGMA application_id = {APPLICATION_ID};
-PRAGMA user_version = {FORMAT};
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE events (
-    seq INTEGER PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    at REAL NOT NULL,
-    site TEXT,
-    attempt INTEGER,
-    detail TEXT,
-    record BLOB
-);
-"""
-_INSERT = (
-    "INSERT INTO events (task_id, kind, at, site, attempt, detail, record) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
+_HEADER = struct.Struct(">I")
+_FRAME = struct.Struct(">II")  # payload length, CRC-32 of the payload
 
-#: One row of ``events``, as inserted.
+#: One event, as written: task id, kind, when, site, attempt, detail, record (pickled).
 Row = tuple[str, str, float, str | None, int | None, str | None, bytes | None]
+
+#: What to do with a journal that cannot be used, in every message saying so.
+ELSE = "start a new run in another run directory (the file is left as it is)"
 
 
 class UnjournaledInputs(ValueError):
@@ -110,11 +105,11 @@ def private_dir(path: Path) -> Path:
 class Journal:
     """The open journal of a run, written by its dispatcher (one thread at a time)."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, lock: int) -> None:
-        """Wrap an open, checked ``connection`` to ``path``; ``lock`` is the held lock file."""
+    def __init__(self, path: Path, lock: int) -> None:
+        """Append to the checked journal at ``path``; ``lock`` is the held lock file."""
         self.path = path
-        self._db = connection
         self._lock = lock
+        self._log: int | None = os.open(path, os.O_WRONLY | os.O_APPEND)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         self._deliveries: int | None = os.open(path.with_name(DELIVERIES_NAME), flags, 0o600)
         self._deliveries_lock = threading.Lock()  # a delivery never writes to a closed file
@@ -132,10 +127,6 @@ class Journal:
                     f"{path}: this run directory already holds a run; resume it "
                     "(--resume, or TaskServer(..., resume=True)) or choose another run directory"
                 )
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            os.close(fd)
-            connection = _connect(path)
-            connection.executescript(_SCHEMA)
             meta = {
                 "format": FORMAT,
                 "created": time.time(),
@@ -144,14 +135,15 @@ class Journal:
                 "methods": list(identity.methods),
                 "fields": list(FIELDS),
             }
-            connection.executemany(
-                "INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
-            )
-            connection.commit()
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            try:
+                _write(fd, MAGIC + _HEADER.pack(FORMAT) + _frame(json.dumps(meta).encode()))
+            finally:
+                os.close(fd)
         except BaseException:
             os.close(lock)
             raise
-        return cls(path, connection, lock)
+        return cls(path, lock)
 
     # Rows: appended by the dispatcher, committed by `commit`.
 
@@ -206,23 +198,122 @@ class Journal:
         self.rows.append(("", "resumed", at, None, None, f"pid {os.getpid()}", None))
 
     def commit(self) -> None:
-        """Write the rows appended since the last commit, as one transaction."""
+        """Append the rows added since the last commit, as one frame (one ``write``)."""
         rows, self.rows = self.rows, []
-        self._db.executemany(_INSERT, rows)
-        self._db.commit()
+        if self._log is None:
+            raise OSError(f"{self.path}: the journal is closed")
+        _write(self._log, _frame(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)))
 
     def close(self) -> None:
         """Commit what is left and release the run directory."""
         try:
             if self.rows:
                 self.commit()
-            self._db.close()
         finally:
+            if self._log is not None:
+                os.close(self._log)
+                self._log = None
             with self._deliveries_lock:
                 if self._deliveries is not None:
                     os.close(self._deliveries)
                     self._deliveries = None
             os.close(self._lock)
+
+
+@dataclass
+class Contents:
+    """A journal, read back."""
+
+    #: The run's facts: format, created, task group, sites, methods, record fields.
+    meta: dict[str, Any]
+    #: Every event, in the order the dispatcher wrote them.
+    events: list[Row]
+    #: Where the last whole frame ends.
+    end: int
+    #: Bytes after it: a frame the thinker's death cut short (dropped), or 0.
+    torn: int
+
+
+def read(path: Path, *, live: bool = False) -> Contents:
+    """Read the journal at ``path``; `JournalError` naming the file if it cannot be used.
+
+    With ``live``, the journal may be one a running thinker is writing: a last frame cut
+    short anywhere is one not written to the end yet, not a damaged journal.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot be read ({exc.strerror}); {ELSE}") from exc
+    start = len(MAGIC) + _HEADER.size
+    if not data.startswith(MAGIC):
+        if MAGIC.startswith(data):
+            raise JournalError(f"{path}: the journal is truncated (it ends in its header); {ELSE}")
+        raise JournalError(f"{path}: not a colmena-fed journal; {ELSE}")
+    if len(data) < start:
+        raise JournalError(f"{path}: the journal is truncated (it ends in its header); {ELSE}")
+    (version,) = _HEADER.unpack_from(data, len(MAGIC))
+    if version != FORMAT:
+        raise JournalError(
+            f"{path}: a journal of format {version}; this colmena-fed reads format {FORMAT} "
+            f"only: resume it with the colmena-fed version that wrote it, or {ELSE}"
+        )
+    frames = _Frames(path, data, start, live)
+    try:
+        meta = json.loads(next(frames))
+        events: list[Row] = []
+        for payload in frames:
+            events += pickle.loads(payload)
+    except StopIteration:
+        raise JournalError(f"{path}: the journal is truncated (no run facts); {ELSE}") from None
+    except (ValueError, pickle.UnpicklingError, EOFError) as exc:
+        raise JournalError(
+            f"{path}: the journal is corrupt (a frame that is not colmena-fed's: {exc}); "
+            f"nothing was changed; {ELSE}"
+        ) from exc
+    return Contents(meta, events, frames.end, len(data) - frames.end)
+
+
+class _Frames:
+    """The payloads of the frames of ``data`` from ``offset``; `end` is past the last whole one."""
+
+    def __init__(self, path: Path, data: bytes, offset: int, live: bool) -> None:
+        self.path, self.data, self.end, self.live = path, data, offset, live
+
+    def __iter__(self) -> _Frames:
+        return self
+
+    def __next__(self) -> bytes:
+        data, offset = self.data, self.end
+        if offset == len(data):
+            raise StopIteration
+        if offset + _FRAME.size <= len(data):
+            length, crc = _FRAME.unpack_from(data, offset)
+            payload = data[offset + _FRAME.size : offset + _FRAME.size + length]
+            if len(payload) == length:
+                if zlib.crc32(payload) != crc:
+                    raise JournalError(
+                        f"{self.path}: the journal is corrupt (the frame at byte {offset} "
+                        f"fails its checksum); nothing was changed; {ELSE}"
+                    )
+                self.end = offset + _FRAME.size + length
+                return payload
+        if self.live or len(data) % mmap.PAGESIZE == 0:  # being written, or cut by a death
+            raise StopIteration
+        raise JournalError(
+            f"{self.path}: the journal is truncated (its last {len(data) - offset} bytes are "
+            f"part of a frame); nothing was changed; {ELSE}"
+        )
+
+
+def _frame(payload: bytes) -> bytes:
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _write(fd: int, data: bytes) -> None:
+    """Write all of ``data`` in one call; a short write (a full disk) is an error."""
+    written = os.write(fd, data)
+    if written != len(data):
+        raise OSError(f"the journal took {written} of {len(data)} bytes (is the disk full?)")
 
 
 def hold(run_dir: Path) -> int:
@@ -241,17 +332,6 @@ def hold(run_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
-
-
-def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    if read_only:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        connection.execute("PRAGMA query_only = ON")
-        return connection
-    connection = sqlite3.connect(path, check_same_thread=False)
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = NORMAL")
-    return connection
 
 
 def _dumps(value: Any) -> bytes:

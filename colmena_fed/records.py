@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from colmena_fed.models import (
@@ -33,6 +33,7 @@ _DATA = attrgetter(*(f.name for f in dataclasses.fields(DataRecord)))
 _ATTEMPT = attrgetter(*(f.name for f in dataclasses.fields(Attempt)))
 _WORKER = attrgetter(*(f.name for f in dataclasses.fields(WorkerInfo)))
 _FAILURE = attrgetter(*FailureInfo.model_fields)
+_VALUES = itemgetter(*FIELDS)
 
 
 def pack(task: Result, *, inputs: bool = True) -> tuple[Any, ...]:
@@ -48,7 +49,8 @@ def pack(task: Result, *, inputs: bool = True) -> tuple[Any, ...]:
     if task.failure is not None:
         fields["failure"] = _FAILURE(task.failure)
     fields["resources"] = None if task.resources is ANYWHERE else task.resources.model_dump()
-    return tuple(fields[name] for name in FIELDS)
+    values: tuple[Any, ...] = _VALUES(fields)
+    return values
 
 
 def unpack(values: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:

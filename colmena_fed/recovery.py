@@ -1,36 +1,38 @@
 """Reading a run's journal back: where each task stood when its thinker died.
 
-`reopen` checks the journal before anything else happens (it is left exactly as it was if it
-cannot be used: another process holds the run directory, it is not a colmena-fed journal, it
-is of another format, it is truncated or corrupt, or it names other sites or methods than this
-run), then sorts every task the run submitted into one of four states (`Recovery`): delivered
-to the thinker; ended but not delivered; in flight at a site; pending on the thinker side.
+`reopen` checks the journal before anything else happens (`take_over`: it is left exactly as
+it was if it cannot be used: another process holds the run directory, it is not a colmena-fed
+journal, it is of another format, it is truncated or corrupt, or it names other sites or
+methods than this run), then sorts every task the run submitted into one of four states
+(`recover`, into a `Recovery`): delivered to the thinker; ended but not delivered; in flight at
+a site; pending on the thinker side. A task server does the second step while its sites start.
 """
 
 from __future__ import annotations
 
-import json
+import gc
+import logging
 import os
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from colmena_fed.errors import JournalError
 from colmena_fed.journal import (
-    APPLICATION_ID,
     DELIVERIES_NAME,
     FILE_NAME,
-    FORMAT,
+    Contents,
     Journal,
     RunIdentity,
-    _connect,
     hold,
     loads,
+    read,
 )
 from colmena_fed.models import Attempt, Result
 from colmena_fed.records import rebuild, unpack
+
+logger = logging.getLogger(__name__)
 
 #: A store's name and an object's key there.
 StoreKey = tuple[str, Any]
@@ -76,6 +78,16 @@ class Recovery:
 
 def reopen(run_dir: Path, identity: RunIdentity) -> tuple[Journal, Recovery]:
     """Take over the run in ``run_dir`` (same sites and methods); its journal and recovery."""
+    journal, contents = take_over(run_dir, identity)
+    try:
+        return journal, recover(journal, contents)
+    except BaseException:
+        journal.close()
+        raise
+
+
+def take_over(run_dir: Path, identity: RunIdentity) -> tuple[Journal, Contents]:
+    """Hold ``run_dir`` and check its journal (fast); `recover` then sorts what it holds."""
     path = run_dir / FILE_NAME
     if not path.is_file():
         raise JournalError(
@@ -84,76 +96,39 @@ def reopen(run_dir: Path, identity: RunIdentity) -> tuple[Journal, Recovery]:
         )
     lock = hold(run_dir)
     try:
-        recovery = _read(path, identity)
-        connection = _connect(path)
+        contents = read(path)
+        theirs = RunIdentity(contents.meta.get("sites", {}), contents.meta.get("methods", []))
+        differences = identity.differences(theirs)
+        if differences:
+            raise JournalError(
+                f"{path}: this run is not the one the journal records "
+                f"({'; '.join(differences)}); resume with the sites YAML and campaign the run "
+                "started with, or start a new run in another run directory"
+            )
+        journal = Journal(path, lock)
     except BaseException:
         os.close(lock)
         raise
-    return Journal(path, connection, lock), recovery
+    return journal, contents
 
 
-def _read(path: Path, identity: RunIdentity) -> Recovery:
-    """Check the journal (read-only) and sort its tasks."""
-    with path.open("rb") as file:
-        header = file.read(16)
-    if header != b"SQLite format 3\x00":
-        raise JournalError(f"{path}: not a colmena-fed journal (not an SQLite database); {_ELSE}")
-    # A reader of a WAL database makes its -wal and -shm files if they are missing: those it
-    # made are removed again (empty), so that a journal found unusable is left as it was.
-    sidecars = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
-    missing = [sidecar for sidecar in sidecars if not sidecar.exists()]
+def recover(journal: Journal, contents: Contents) -> Recovery:
+    """Sort the tasks of a journal `take_over` checked, before anything is written to it."""
+    collecting = gc.isenabled()
+    gc.disable()  # tens of thousands of new records, none garbage: collecting them is waste
     try:
-        connection = _connect(path, read_only=True)
-    except sqlite3.Error as exc:
-        raise JournalError(f"{path}: cannot be opened ({exc}); {_ELSE}") from exc
-    try:
-        return _checked(connection, path, identity)
-    except sqlite3.DatabaseError as exc:
-        raise JournalError(
-            f"{path}: the journal is truncated or corrupt ({exc}); nothing was changed; {_ELSE}"
-        ) from exc
+        recovery = _sorted(contents.events, _deliveries(journal.path), contents.meta)
     finally:
-        connection.close()
-        for sidecar in missing:
-            if sidecar.exists() and (sidecar.name.endswith("-shm") or not sidecar.stat().st_size):
-                sidecar.unlink()
-
-
-_ELSE = "start a new run in another run directory (the file is left as it is)"
-
-
-def _checked(connection: sqlite3.Connection, path: Path, identity: RunIdentity) -> Recovery:
-    (application,) = connection.execute("PRAGMA application_id").fetchone()
-    if application != APPLICATION_ID:
-        raise JournalError(f"{path}: not a colmena-fed journal (another SQLite database); {_ELSE}")
-    (version,) = connection.execute("PRAGMA user_version").fetchone()
-    if version != FORMAT:
-        raise JournalError(
-            f"{path}: a journal of format {version}; this colmena-fed reads format {FORMAT} "
-            f"only: resume it with the colmena-fed version that wrote it, or {_ELSE}"
+        if collecting:
+            gc.enable()
+    if contents.torn:  # the dead thinker's last write, cut short: nothing it held happened
+        logger.warning(
+            "%s: dropped its last %d bytes, a write cut short when the thinker died",
+            journal.path,
+            contents.torn,
         )
-    problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
-    if problems != ["ok"]:
-        raise JournalError(
-            f"{path}: the journal is truncated or corrupt ({'; '.join(problems[:3])}); "
-            f"nothing was changed; {_ELSE}"
-        )
-    meta = {key: json.loads(value) for key, value in connection.execute("SELECT * FROM meta")}
-    theirs = RunIdentity(meta.get("sites", {}), meta.get("methods", []))
-    differences = identity.differences(theirs)
-    if differences:
-        raise JournalError(
-            f"{path}: this run is not the one the journal records ({'; '.join(differences)}); "
-            "resume with the sites YAML and campaign the run started with, or start a new run "
-            "in another run directory"
-        )
-    return _sorted(_events(connection), _deliveries(path), meta)
-
-
-def _events(connection: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
-    yield from connection.execute(
-        "SELECT task_id, kind, at, site, detail, record FROM events ORDER BY seq"
-    )
+        os.truncate(journal.path, contents.end)
+    return recovery
 
 
 def _deliveries(path: Path) -> list[tuple[str, float]]:
@@ -182,7 +157,7 @@ class _Task:
 
 
 def _sorted(
-    events: Iterator[tuple[Any, ...]], deliveries: list[tuple[str, float]], meta: dict[str, Any]
+    events: Iterable[tuple[Any, ...]], deliveries: list[tuple[str, float]], meta: dict[str, Any]
 ) -> Recovery:
     recovery = Recovery(meta["task_group"])
     names = meta["fields"]
@@ -190,7 +165,7 @@ def _sorted(
     delivered: list[_Task] = []
     ended: list[_Task] = []
     last = 0.0
-    for task_id, kind, at, site, detail, record in events:
+    for task_id, kind, at, site, _, detail, record in events:
         last = max(last, at)
         if kind == "resumed":
             continue

@@ -26,9 +26,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, wait
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from colmena_fed.backends import SiteBackend, make_backend
 from colmena_fed.backends.globus import ServiceClients
@@ -36,13 +38,13 @@ from colmena_fed.backends.sim import SimWorld
 from colmena_fed.capacity import CapacityCallback, CapacityWatchers
 from colmena_fed.data import DataPlane
 from colmena_fed.dispatcher import Dispatcher, SiteCounts
-from colmena_fed.journal import Journal, RunIdentity, private_dir
+from colmena_fed.journal import Contents, Journal, RunIdentity, private_dir
 from colmena_fed.methods import Method, MethodLike, as_methods
 from colmena_fed.models import Result
 from colmena_fed.policies import Observations, make_policy
 from colmena_fed.poller import StatusPoller
 from colmena_fed.queues import Resumed, TaskQueues
-from colmena_fed.recovery import Recovery, reopen
+from colmena_fed.recovery import Recovery, recover, take_over
 from colmena_fed.scheduler import Scheduler
 from colmena_fed.signals import SignalHold
 from colmena_fed.sites import SitesConfig
@@ -51,6 +53,8 @@ from colmena_fed.worker import pack_method
 logger = logging.getLogger(__name__)
 
 __all__ = ["SiteCounts", "TaskServer"]
+
+T = TypeVar("T")
 
 
 class TaskServer:
@@ -192,12 +196,20 @@ class TaskServer:
         )
 
     def start(self) -> None:
-        """Start every site, then accept requests; a site that fails to start stops the rest."""
+        """Start every site, then accept requests; a site that fails to start stops the rest.
+
+        A resumed run checks its journal first, and sorts the tasks it holds while the sites
+        start.
+        """
         if self.run_dir is None:
             self.run_dir = Path(tempfile.mkdtemp(prefix="colmena-fed-"))
         private_dir(self.run_dir)
+        recovering: Future[Recovery] | None = None
         if self._journaled:
-            self.dispatcher.journal = self._open_journal(self.run_dir)
+            self.dispatcher.journal, contents = self._open_journal(self.run_dir)
+            if contents is not None:
+                journal = self.dispatcher.journal
+                recovering = _in_background(functools.partial(recover, journal, contents))
         if self.world is not None:
             self.world.begin(self.dispatcher.tick)
         try:
@@ -209,7 +221,11 @@ class TaskServer:
                 results = self.data.result_policy(name) if self.data is not None else None
                 for method in self.methods.values():
                     backend.register(method, pack_method(method.function, method.name, results))
+            if recovering is not None:
+                self.recovery = recovering.result()
         except BaseException:
+            if recovering is not None:
+                wait([recovering])  # nothing closes the journal under it
             self._shutdown_backends()
             self._clients.stop()
             if self.data is not None:
@@ -228,8 +244,8 @@ class TaskServer:
         _left_running.add(self)
         self.queues.connect(self._request, self._deliver)
 
-    def _open_journal(self, run_dir: Path) -> Journal:
-        """The journal of a new run, or of the run to resume (checked, read back)."""
+    def _open_journal(self, run_dir: Path) -> tuple[Journal, Contents | None]:
+        """The journal of a new run, or of the run to resume (checked, not yet sorted)."""
         identity = RunIdentity(
             {
                 name: "local" if site.local is not None else f"globus endpoint {site.endpoint}"
@@ -238,10 +254,10 @@ class TaskServer:
             list(self.methods),
         )
         if not self.resume:
-            return Journal.create(run_dir, identity, str(self.task_group))
-        journal, self.recovery = reopen(run_dir, identity)
-        self.task_group = self._clients.task_group = uuid.UUID(self.recovery.task_group)
-        return journal
+            return Journal.create(run_dir, identity, str(self.task_group)), None
+        journal, contents = take_over(run_dir, identity)
+        self.task_group = self._clients.task_group = uuid.UUID(contents.meta["task_group"])
+        return journal, contents
 
     def _close_journal(self) -> None:
         """Detach the journal from the dispatcher (between two of its events), and close it."""
@@ -326,6 +342,20 @@ class TaskServer:
                 self.data.resolve_result(task)
         finally:
             self.dispatcher.delivered(task)
+
+
+def _in_background(call: Callable[[], T]) -> Future[T]:
+    """``call()`` in a thread of its own; its result or exception in the future."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="colmena-fed-recovery", daemon=True).start()
+    return future
 
 
 def _run_to_the_end(work: Callable[[], None], hold: SignalHold) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import signal
 import sqlite3
@@ -18,7 +19,7 @@ from test_thinker_exit import CLI, environment, sites_yaml
 
 from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
 from colmena_fed.errors import JournalError
-from colmena_fed.journal import DELIVERIES_NAME, FILE_NAME, Journal, RunIdentity
+from colmena_fed.journal import DELIVERIES_NAME, FILE_NAME, MAGIC, Journal, RunIdentity, read
 from colmena_fed.recovery import reopen
 
 RESUMABLE = Path(__file__).parent / "campaigns" / "resumable.py"
@@ -28,8 +29,7 @@ IDENTITY = RunIdentity({"cpu-site": "local"}, ["double", "nap"])
 
 def journal_counts(run_dir: Path) -> dict[str, int]:
     """Rows of each kind in a run's journal, read as another process reads it."""
-    with sqlite3.connect(f"file:{run_dir / FILE_NAME}?mode=ro", uri=True) as db:
-        counts = dict(db.execute("SELECT kind, count(*) FROM events GROUP BY kind").fetchall())
+    counts = Counter(kind for _, kind, *_ in read(run_dir / FILE_NAME).events)
     return {**counts, "delivered": len(deliveries(run_dir))}
 
 
@@ -41,9 +41,10 @@ def deliveries(run_dir: Path) -> list[str]:
 
 def tasks_by_state(run_dir: Path) -> Counter[str]:
     """How many tasks are delivered, ended (not delivered), in flight and pending."""
-    query = "SELECT task_id, group_concat(kind) FROM events WHERE task_id != '' GROUP BY task_id"
-    with sqlite3.connect(f"file:{run_dir / FILE_NAME}?mode=ro", uri=True) as db:
-        kinds = {row[0]: row[1].split(",") for row in db.execute(query)}
+    kinds: dict[str, list[str]] = {}
+    for task_id, kind, *_ in read(run_dir / FILE_NAME, live=True).events:
+        if task_id:
+            kinds.setdefault(task_id, []).append(kind)
     taken = set(deliveries(run_dir))
     states: Counter[str] = Counter()
     for task_id, task in kinds.items():
@@ -158,55 +159,84 @@ def test_a_journal_keeps_numpy_inputs_and_values_and_their_records_write_json(
 
 
 def fingerprint(run_dir: Path) -> dict[str, str]:
-    """The journal's bytes: the database and its WAL (not the -shm index any reader rebuilds)."""
-    return {
-        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in run_dir.iterdir()
-        if path.name.startswith(FILE_NAME) and not path.name.endswith("-shm")
-    }
+    """The bytes of every file of the run directory."""
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in run_dir.iterdir()}
 
 
-def damage(run_dir: Path, how: str) -> str:
-    """Spoil the journal in ``run_dir``; what the error must say."""
-    path = run_dir / FILE_NAME
+def damage(path: Path, how: str) -> str:
+    """Spoil the journal at ``path``; what the error must say."""
+    data = path.read_bytes()
     if how == "foreign":
         path.unlink()
         with sqlite3.connect(path) as db:
             db.execute("CREATE TABLE notes (text TEXT)")
         return "not a colmena-fed journal"
-    if how == "not sqlite":
+    if how == "not a journal":
         path.write_bytes(b"run,task\n" * 200)
         return "not a colmena-fed journal"
     if how == "other version":
-        with sqlite3.connect(path) as db:
-            db.execute("PRAGMA user_version = 99")
+        path.write_bytes(MAGIC + (99).to_bytes(4, "big") + data[len(MAGIC) + 4 :])
         return "a journal of format 99; this colmena-fed reads format 1"
-    size = path.stat().st_size
     if how == "truncated":
-        os.truncate(path, size // 2 + 100)
-    else:  # corrupt: the second half overwritten
-        with path.open("r+b") as file:
-            file.seek(size // 2)
-            file.write(os.urandom(size - size // 2))
-    return "truncated or corrupt"
+        cut = len(data) // 2 + 100
+        assert cut % mmap.PAGESIZE  # not where a dying thinker's write could stop
+        os.truncate(path, cut)
+        return "truncated"
+    inside = len(data) - 100  # corrupt: one byte of the last frame's payload flipped
+    path.write_bytes(data[:inside] + bytes([data[inside] ^ 0xFF]) + data[inside + 1 :])
+    return "corrupt"
 
 
-@pytest.mark.parametrize("how", ["foreign", "not sqlite", "other version", "truncated", "corrupt"])
+def bulky_journal(run_dir: Path) -> Path:
+    """`small_journal` and 200 more tasks pending, each in a frame of its own."""
+    small_journal(run_dir)
+    journal, _ = reopen(run_dir, IDENTITY)
+    for _ in range(200):
+        journal.submitted(Result(method="double", args=(os.urandom(200),)))
+        journal.commit()
+    journal.close()
+    return run_dir / FILE_NAME
+
+
+@pytest.mark.parametrize(
+    "how", ["foreign", "not a journal", "other version", "truncated", "corrupt"]
+)
 def test_a_journal_that_cannot_be_resumed_is_one_clear_error_and_left_as_it_was(
     tmp_path: Path, how: str
 ) -> None:
-    small_journal(tmp_path)
-    with sqlite3.connect(tmp_path / FILE_NAME) as db:  # bulk, so that damage hits the events
-        db.executemany(
-            "INSERT INTO events (task_id, kind, at, record) VALUES (?, 'submitted', 0, ?)",
-            [(f"t{i}", os.urandom(200)) for i in range(200)],
-        )
-    expected = damage(tmp_path, how)
+    expected = damage(bulky_journal(tmp_path), how)
     before = fingerprint(tmp_path)
     with pytest.raises(JournalError, match=expected) as raised:
         reopen(tmp_path, IDENTITY)
     assert str(tmp_path / FILE_NAME) in str(raised.value)
     assert fingerprint(tmp_path) == before
+
+
+def test_a_write_cut_short_by_the_thinkers_death_is_dropped_and_the_run_resumes(
+    tmp_path: Path,
+) -> None:
+    path = bulky_journal(tmp_path)
+    whole = len(path.read_bytes())
+    journal, _ = reopen(tmp_path, IDENTITY)
+    cut_short = Result(method="nap", args=(os.urandom(2 * mmap.PAGESIZE),))
+    journal.submitted(cut_short)
+    journal.commit()
+    journal.close()
+    events = len(read(path).events)
+    os.truncate(path, whole + 100)  # a reader of a running thinker's journal may see this
+    assert len(read(path, live=True).events) == events - 1
+    cut = (whole // mmap.PAGESIZE + 1) * mmap.PAGESIZE  # where the kernel stops a killed write
+    os.truncate(path, cut)
+    journal, recovery = reopen(tmp_path, IDENTITY)
+    assert cut_short.task_id not in {task.task_id for task in recovery.pending}
+    assert len(recovery.pending) == 201
+    assert path.stat().st_size == whole  # cut off before anything is written after it
+    journal.submitted(Result(method="nap", args=(1.0,)))
+    journal.commit()
+    journal.close()
+    journal, recovery = reopen(tmp_path, IDENTITY)
+    journal.close()
+    assert len(recovery.pending) == 202
 
 
 @pytest.mark.parametrize(

@@ -272,5 +272,74 @@ def _watch(server_rows: Iterable[list[dict[str, Any]]], console: Console, as_jso
             live.update(status_table(rows), refresh=True)
 
 
+def parse_duration(text: str | None) -> float | None:
+    """Seconds in ``90``, ``90s``, ``30m``, ``2h`` or ``1d`` (None stays None)."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: expected a duration such as 90, 90s, 30m, 2h or 1d"
+        ) from None
+    if value < 0:
+        raise click.BadParameter(f"{text!r}: a duration cannot be negative")
+    return value
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON (docs/report.md).")
+@click.option(
+    "--export",
+    "export_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write one Result per line (JSON Lines) to this file.",
+)
+@click.option("--since", help="Start of the window, after the run's start (e.g. 30m).")
+@click.option("--until", help="End of the window, after the run's start (e.g. 2h).")
+@click.option("--no-plots", is_flag=True, help="Skip the plots and the HTML page.")
+def report(
+    run_dir: Path,
+    *,
+    as_json: bool,
+    export_path: Path | None,
+    since: str | None,
+    until: str | None,
+    no_plots: bool,
+) -> None:
+    """Report what the campaign in RUN_DIR did: tables, plots and an HTML page.
+
+    Works on a finished run, one whose thinker died, and one still running. Plots and
+    index.html go to RUN_DIR/report/.
+    """
+    from colmena_fed.report import Window, export, load_run, summary, write_report
+    from colmena_fed.report.terminal import summary_tables
+
+    window_since, window_until = parse_duration(since), parse_duration(until)
+    try:
+        run = load_run(run_dir)
+        try:
+            window = Window.of(run, window_since, window_until)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since/--until") from exc
+        numbers = summary(run, window)
+        index = None if no_plots else write_report(run, window, numbers)
+        exported = None if export_path is None else export(run.run_dir, window, export_path)
+    except ColmenaFedError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(numbers, indent=1))
+        return
+    console = Console(width=None if sys.stdout.isatty() else 132)
+    console.print(summary_tables(numbers))
+    if index is not None:
+        console.print(f"plots and page: {index}")
+    if exported is not None:
+        console.print(f"{exported} results written to {export_path}")
+
+
 main.add_command(testbed)
 main.add_command(endpoints)

@@ -119,6 +119,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._live: dict[str, Result] = {}  # requested and not yet ended
         self._in_flight: dict[str, Result] = {}  # sent to a site, outcome not yet in
+        self._journaled_status: dict[str, tuple[bool, int | None]] = {}
         self._closed = False
         self._main = threading.main_thread().ident
 
@@ -351,6 +352,12 @@ class Dispatcher:
         if status.online and not online:
             status = replace(status, online=False, detail="status is stale")
         self.counts[site].status = status
+        if self.journal is not None and self._journaled_status.get(site) != (
+            online,
+            status.workers,
+        ):
+            self._journaled_status[site] = (online, status.workers)
+            self.journal.status(site, online, status.workers, now)
         was_online = self.scheduler.sites[site].online
         self._dispatch(self.scheduler.set_status(site, online, status.workers))
         if was_online and not online:
@@ -412,6 +419,8 @@ class Dispatcher:
 
     def _on_close(self) -> None:
         self._closed = True
+        if self.journal is not None:
+            self.journal.closed(clock.now())
         for task in self._in_flight.values():
             self.counts[task.attempts[-1].site].running -= 1
         unfinished = [*self.scheduler.drain(), *self._in_flight.values()]

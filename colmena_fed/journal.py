@@ -117,8 +117,17 @@ class Journal:
         self.rows: list[Row] = []
 
     @classmethod
-    def create(cls, run_dir: Path, identity: RunIdentity, task_group: str) -> Journal:
-        """Start the journal of a new run in ``run_dir``; refuses a directory that has one."""
+    def create(
+        cls,
+        run_dir: Path,
+        identity: RunIdentity,
+        task_group: str,
+        facts: Mapping[str, Any] | None = None,
+    ) -> Journal:
+        """Start the journal of a new run in ``run_dir``; refuses a directory that has one.
+
+        ``facts`` (JSON-able) join the run's facts: what reports need to know of its sites.
+        """
         lock = hold(private_dir(run_dir))
         path = run_dir / FILE_NAME
         try:
@@ -134,6 +143,7 @@ class Journal:
                 "sites": dict(identity.sites),
                 "methods": list(identity.methods),
                 "fields": list(FIELDS),
+                **(facts or {}),
             }
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             try:
@@ -193,9 +203,18 @@ class Journal:
             if self._deliveries is not None:
                 os.write(self._deliveries, f"{task_id} {at!r}\n".encode())
 
+    def status(self, site: str, online: bool, workers: int | None, at: float) -> None:
+        """``site`` went online or offline, or its worker count changed."""
+        detail = json.dumps({"online": online, "workers": workers})
+        self.rows.append(("", "status", at, site, None, detail, None))
+
     def resumed(self, at: float) -> None:
         """A new thinker process took the run over."""
         self.rows.append(("", "resumed", at, None, None, f"pid {os.getpid()}", None))
+
+    def closed(self, at: float) -> None:
+        """The task server stopped: what had not ended ends as ``shutdown``."""
+        self.rows.append(("", "closed", at, None, None, None, None))
 
     def commit(self) -> None:
         """Append the rows added since the last commit, as one frame (one ``write``)."""
@@ -303,6 +322,20 @@ class _Frames:
             f"{self.path}: the journal is truncated (its last {len(data) - offset} bytes are "
             f"part of a frame); nothing was changed; {ELSE}"
         )
+
+
+def read_deliveries(run_dir: Path) -> list[tuple[str, float]]:
+    """The results the thinker took, in order: (task id, when), from the deliveries file."""
+    try:
+        text = (run_dir / DELIVERIES_NAME).read_text()
+    except FileNotFoundError:
+        return []
+    taken = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 2:  # a line cut short by the thinker's death is no delivery
+            taken.append((words[0], float(words[1])))
+    return taken
 
 
 def _frame(payload: bytes) -> bytes:

@@ -20,7 +20,6 @@ from typing import Any
 
 from colmena_fed.errors import JournalError
 from colmena_fed.journal import (
-    DELIVERIES_NAME,
     FILE_NAME,
     Contents,
     Journal,
@@ -28,6 +27,7 @@ from colmena_fed.journal import (
     hold,
     loads,
     read,
+    read_deliveries,
 )
 from colmena_fed.models import Attempt, Result
 from colmena_fed.records import rebuild, unpack
@@ -117,7 +117,7 @@ def recover(journal: Journal, contents: Contents) -> Recovery:
     collecting = gc.isenabled()
     gc.disable()  # tens of thousands of new records, none garbage: collecting them is waste
     try:
-        recovery = _sorted(contents.events, _deliveries(journal.path), contents.meta)
+        recovery = _sorted(contents.events, read_deliveries(journal.path.parent), contents.meta)
     finally:
         if collecting:
             gc.enable()
@@ -129,20 +129,6 @@ def recover(journal: Journal, contents: Contents) -> Recovery:
         )
         os.truncate(journal.path, contents.end)
     return recovery
-
-
-def _deliveries(path: Path) -> list[tuple[str, float]]:
-    """The results the thinker took, in order: (task id, when), from the deliveries file."""
-    try:
-        text = path.with_name(DELIVERIES_NAME).read_text()
-    except FileNotFoundError:
-        return []
-    taken = []
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) == 2:  # a line cut short by the thinker's death is no delivery
-            taken.append((words[0], float(words[1])))
-    return taken
 
 
 @dataclass
@@ -167,7 +153,7 @@ def _sorted(
     last = 0.0
     for task_id, kind, at, site, _, detail, record in events:
         last = max(last, at)
-        if kind == "resumed":
+        if not task_id:  # the run's own events: resumed, status, closed
             continue
         if kind == "submitted":
             values, keys = loads(record)

@@ -47,7 +47,7 @@ from colmena_fed.queues import Resumed, TaskQueues
 from colmena_fed.recovery import Recovery, recover, take_over
 from colmena_fed.scheduler import Scheduler
 from colmena_fed.signals import SignalHold
-from colmena_fed.sites import SitesConfig
+from colmena_fed.sites import SiteConfig, SitesConfig
 from colmena_fed.worker import pack_method
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class TaskServer:
             run_dir: The run directory: the journal, and the engines' logs; a new temporary
                 directory if None.
             resume: Continue the run whose journal is in ``run_dir`` (its thinker died).
-            journal: Write a journal (a simulated federation, in virtual time, never does).
+            journal: Write a journal (a simulated federation too, in virtual time: to report on).
         """
         self.queues = queues
         self.config = sites
@@ -109,8 +109,13 @@ class TaskServer:
         self.run_dir = Path(run_dir) if run_dir else None
         if resume and self.run_dir is None:
             raise ValueError("resume=True needs the run_dir of the run to resume")
+        if resume and self.world is not None:
+            raise ValueError(
+                "a simulated federation cannot be resumed: its virtual world ended with its "
+                "thinker; its journal is there to report on (colmena-fed report)"
+            )
         self.resume = resume
-        self._journaled = journal and self.world is None
+        self._journaled = journal
         #: What the journal of a resumed run held; None in a new run.
         self.recovery: Recovery | None = None
         settings = sites.scheduler
@@ -246,15 +251,17 @@ class TaskServer:
 
     def _open_journal(self, run_dir: Path) -> tuple[Journal, Contents | None]:
         """The journal of a new run, or of the run to resume (checked, not yet sorted)."""
+        sites = self.config.sites
         identity = RunIdentity(
-            {
-                name: "local" if site.local is not None else f"globus endpoint {site.endpoint}"
-                for name, site in self.config.sites.items()
-            },
-            list(self.methods),
+            {name: _kind(site) for name, site in sites.items()}, list(self.methods)
         )
         if not self.resume:
-            return Journal.create(run_dir, identity, str(self.task_group)), None
+            reach = self.config.reach()
+            facts = {
+                "capacity": {name: site.resources for name, site in sites.items()},
+                "result_stores": {name: next(iter(reach.get(name, [])), None) for name in sites},
+            }
+            return Journal.create(run_dir, identity, str(self.task_group), facts), None
         journal, contents = take_over(run_dir, identity)
         self.task_group = self._clients.task_group = uuid.UUID(contents.meta["task_group"])
         return journal, contents
@@ -342,6 +349,13 @@ class TaskServer:
                 self.data.resolve_result(task)
         finally:
             self.dispatcher.delivered(task)
+
+
+def _kind(site: SiteConfig) -> str:
+    """What a site is, as a journal records it (a resumed run must find the same)."""
+    if site.sim is not None:
+        return "sim"
+    return "local" if site.local is not None else f"globus endpoint {site.endpoint}"
 
 
 def _in_background(call: Callable[[], T]) -> Future[T]:

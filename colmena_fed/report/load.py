@@ -9,6 +9,7 @@ a report over 100,000 tasks reads them in about a second.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class TaskRow:
     delivered: float | None = None
     ended: float | None = None
     attempts: int = 0
+    #: Each attempt: site, dispatched, ended (None while it runs).
+    tries: list[tuple[str, float, float | None]] = field(default_factory=list)
     retries: int = 0
     failovers: int = 0
     #: Host and process of the worker that ran it, if one did.
@@ -114,6 +117,14 @@ class Run:
     #: How many times a new thinker took the run over.
     resumes: int
 
+    @functools.cached_property
+    def by_site_slot(self) -> dict[tuple[str | None, str], list[TaskRow]]:
+        """The tasks of each site and slot kind (site None: never sent anywhere)."""
+        groups: dict[tuple[str | None, str], list[TaskRow]] = {}
+        for task in self.tasks:
+            groups.setdefault((task.site, task.slot), []).append(task)
+        return groups
+
 
 def load_run(run_dir: Path) -> Run:
     """Read ``run_dir``; `ReportError` naming it if it cannot be reported on."""
@@ -162,16 +173,16 @@ def load_run(run_dir: Path) -> Run:
         if kind == "dispatched":
             row.attempts += 1
             row.dispatched, row.site, row.state = at, site, RUNNING
+            row.tries.append((site or "", at, None))
             if row.first_dispatched is None:
                 row.first_dispatched = at
-        elif kind == "requeued":
+        elif kind in ("requeued", "resent"):
             row.state = PENDING
-            if detail is not None and detail.startswith("SiteOffline"):
-                row.failovers += 1
-            else:
-                row.retries += 1
-        elif kind == "resent":
-            row.state = PENDING
+            if row.tries:
+                row.tries[-1] = (*row.tries[-1][:2], at)
+            failover = detail is not None and detail.startswith("SiteOffline")
+            row.failovers += kind == "requeued" and failover
+            row.retries += kind == "requeued" and not failover
         elif kind == "ended" and row.ended is None and record is not None:
             reader.ended(row, loads(record), at)
     for task_id, at in read_deliveries(run_dir):
@@ -214,7 +225,9 @@ class _Reader:
         self.kind = list(FailureInfo.model_fields).index("kind")
         worker = [f.name for f in dataclasses.fields(WorkerInfo)]
         self.host, self.pid = worker.index("hostname"), worker.index("pid")
-        self.attempt_site = [f.name for f in dataclasses.fields(Attempt)].index("site")
+        attempt = [f.name for f in dataclasses.fields(Attempt)]
+        self.attempt_site, self.attempt_sent = attempt.index("site"), attempt.index("dispatched")
+        self.attempt_ended = attempt.index("ended")
 
     def submitted(self, values: Sequence[Any]) -> TaskRow:
         stamps = values[self.stamps]
@@ -243,5 +256,10 @@ class _Reader:
         row.input_bytes = data[self.input_bytes] or 0
         row.result_bytes = data[self.result_bytes] or 0
         attempts = values[self.attempts]
-        if attempts and row.site is None:
-            row.site = attempts[-1][self.attempt_site]
+        if attempts:
+            row.tries = [
+                (a[self.attempt_site], a[self.attempt_sent], a[self.attempt_ended])
+                for a in attempts
+            ]
+            if row.site is None:
+                row.site = attempts[-1][self.attempt_site]

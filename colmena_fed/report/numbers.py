@@ -76,7 +76,7 @@ def summary(run: Run, window: Window) -> dict[str, Any]:
             "slowest": [_slowest(t) for t in _slowest_tasks(ended)],
         },
         "sites": [
-            _site_slot(history, slot, ended, run.tasks, window)
+            _site_slot(history, slot, run.by_site_slot.get((history.name, slot), []), window)
             for history in run.sites.values()
             for slot in history.capacity or {"": 0}
         ],
@@ -121,15 +121,11 @@ def busy_slot_seconds(tasks: Iterable[TaskRow], window: Window) -> float:
 
 
 def _site_slot(
-    history: SiteHistory,
-    slot: str,
-    ended: Sequence[TaskRow],
-    every: Sequence[TaskRow],
-    window: Window,
+    history: SiteHistory, slot: str, ran: Sequence[TaskRow], window: Window
 ) -> dict[str, Any]:
+    """The numbers of one site and slot kind, from the tasks it ran (or last held)."""
     name = history.name
-    here = [t for t in ended if t.site == name and t.slot == slot]
-    ran = [t for t in every if t.site == name and t.slot == slot]
+    here = [t for t in ran if t.ended is not None and window.start <= t.ended <= window.end]
     busy = busy_slot_seconds(ran, window)
     offered = offered_slot_seconds(history, slot, window)
     failed = Counter(t.failure or "unknown" for t in here if t.state == FAILED)

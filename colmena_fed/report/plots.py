@@ -120,18 +120,30 @@ def _painted(
 ) -> None:
     """Each lane's time bins coloured by the method that ran most of them (0: idle)."""
     edges = bin_edges(window, 1000)
-    width = edges[1] - edges[0]
+    bins, width = len(edges) - 1, edges[1] - edges[0]
     lanes = max(base[b.site] + b.lane for b in bars) + 1
-    occupancy = np.zeros((len(methods), lanes, len(edges) - 1))
     index = {method: i for i, method in enumerate(methods)}
-    for bar in bars:
-        first = int(np.clip((bar.start - window.start) // width, 0, len(edges) - 2))
-        last = int(np.clip((bar.end - window.start) // width, 0, len(edges) - 2))
-        row = occupancy[index[bar.method], base[bar.site] + bar.lane]
-        for b in range(first, last + 1):
-            row[b] += max(0.0, min(bar.end, edges[b + 1]) - max(bar.start, edges[b]))
-    busiest = np.argmax(occupancy, axis=0) + 1
-    busiest[occupancy.sum(axis=0) == 0] = 0
+    rows = np.array([index[b.method] * lanes + base[b.site] + b.lane for b in bars])
+    starts = np.clip([b.start for b in bars], edges[0], edges[-1])
+    ends = np.clip([b.end for b in bars], edges[0], edges[-1])
+    first = np.minimum(((starts - edges[0]) // width).astype(int), bins - 1)
+    last = np.minimum(((ends - edges[0]) // width).astype(int), bins - 1)
+    # Seconds of each bar in each bin: its first and last bins in part, those between whole
+    # (added as steps of a difference array, summed along the bins).
+    occupancy = np.zeros((len(methods) * lanes, bins))
+    same = first == last
+    np.add.at(occupancy, (rows[same], first[same]), (ends - starts)[same])
+    split = ~same
+    np.add.at(occupancy, (rows[split], first[split]), (edges[first + 1] - starts)[split])
+    np.add.at(occupancy, (rows[split], last[split]), (ends - edges[last])[split])
+    steps = np.zeros((len(methods) * lanes, bins + 1))
+    long = split & (last > first + 1)
+    np.add.at(steps, (rows[long], first[long] + 1), width)
+    np.add.at(steps, (rows[long], last[long]), -width)
+    occupancy += np.cumsum(steps, axis=1)[:, :bins]
+    by_method = occupancy.reshape(len(methods), lanes, bins)
+    busiest = np.argmax(by_method, axis=0) + 1
+    busiest[by_method.sum(axis=0) == 0] = 0
     tab10 = plt.get_cmap("tab10")
     palette: list[Any] = ["white", *(tab10(i % 10) for i in range(len(methods)))]
     ax.imshow(
@@ -154,11 +166,8 @@ def _utilization(run: Run, window: Window) -> Any:
         for slot in history.capacity:
             spans = [
                 (t.compute_started, t.compute_ended)
-                for t in run.tasks
-                if t.site == history.name
-                and t.slot == slot
-                and t.compute_started is not None
-                and t.compute_ended is not None
+                for t in run.by_site_slot.get((history.name, slot), [])
+                if t.compute_started is not None and t.compute_ended is not None
             ]
             busy = average_count(spans, edges)
             offered = np.array(
@@ -178,7 +187,8 @@ def _utilization(run: Run, window: Window) -> Any:
 
 
 def _queues(run: Run, window: Window) -> Any:
-    figure, ax = _axes()
+    """Pending on the thinker side above, in flight per site below (their scales differ)."""
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True, layout="constrained")
     edges = bin_edges(window, BINS)
     middles = _hours(window, (edges[:-1] + edges[1:]) / 2)
     end = window.end
@@ -186,17 +196,17 @@ def _queues(run: Run, window: Window) -> Any:
         (t.created, t.first_dispatched if t.first_dispatched is not None else (t.ended or end))
         for t in run.tasks
     ]
-    ax.plot(middles, average_count(pending, edges), label="pending (thinker side)", color="k")
-    for site in run.sites:
-        flights = [
-            (t.dispatched, t.received if t.received is not None else (t.ended or end))
-            for t in run.tasks
-            if t.site == site and t.dispatched is not None
-        ]
-        ax.plot(middles, average_count(flights, edges), label=f"in flight: {site}")
-    ax.set_ylabel("tasks")
-    ax.set_xlabel(_unit(window)[1])
-    ax.legend(loc="upper right", fontsize="small")
+    top.plot(middles, average_count(pending, edges), color="k")
+    top.set_ylabel("pending (thinker side)")
+    flights: dict[str, list[tuple[float, float]]] = {site: [] for site in run.sites}
+    for task in run.tasks:
+        for site, sent, ended in task.tries:
+            flights.setdefault(site, []).append((sent, end if ended is None else ended))
+    for site, spans in flights.items():
+        bottom.plot(middles, average_count(spans, edges), label=site)
+    bottom.set_ylabel("in flight")
+    bottom.set_xlabel(_unit(window)[1])
+    bottom.legend(loc="upper right", fontsize="small")
     return figure
 
 

@@ -199,10 +199,25 @@ def run(campaign: str, sites_path: Path, run_dir: Path | None, resume: bool) -> 
         raise click.ClickException(
             f"the campaign stopped: {agent} raised {type(exc).__name__}: {exc}"
         ) from exc
+    _print_summary(console, run_dir)
     if thinker.interrupted:
         console.print(f"interrupted: unfinished tasks were ended; logs in {run_dir}")
         sys.exit(130)
     console.print(f"campaign finished; logs in {run_dir}")
+
+
+def _print_summary(console: Console, run_dir: Path) -> None:
+    """The run's report tables, after it (``colmena-fed report`` for the plots and page)."""
+    from colmena_fed.report import Window, load_run, summary, summary_tables
+
+    try:
+        run = load_run(run_dir)
+        console.print(summary_tables(summary(run, Window.of(run))))
+    except Exception:  # a report must never turn a finished run into a failed one
+        logging.getLogger(__name__).exception("could not summarize the run")
+        console.print(f"(no summary: see {run_dir / 'colmena-fed.log'})")
+        return
+    console.print(f"plots and an HTML page: colmena-fed report {run_dir}")
 
 
 @main.group()
@@ -223,7 +238,21 @@ def sites() -> None:
     show_default=True,
     help="Seconds to wait for the first workers of sites that keep a block running.",
 )
-def status(sites_path: Path, watch: bool, interval: float, as_json: bool, wait: float) -> None:
+@click.option(
+    "--run",
+    "campaign",
+    type=click.Path(path_type=Path),
+    help="A campaign's run directory: show its counts at each site too (it may be running).",
+)
+def status(
+    sites_path: Path,
+    *,
+    watch: bool,
+    interval: float,
+    as_json: bool,
+    wait: float,
+    campaign: Path | None,
+) -> None:
     """Show each site of SITES: online, workers, tasks queued and running there, slots.
 
     Local sites are started for the length of the command. Exits 1 if a site is offline
@@ -245,7 +274,7 @@ def status(sites_path: Path, watch: bool, interval: float, as_json: bool, wait: 
             with status_server(config, Path(run_dir)) as server:
                 wait_for_workers(server, wait)
                 if not watch:
-                    rows = site_rows(server)
+                    rows = site_rows(server, campaign)
                     if as_json:
                         click.echo(json.dumps({"sites": rows}))
                     else:
@@ -253,7 +282,8 @@ def status(sites_path: Path, watch: bool, interval: float, as_json: bool, wait: 
                     if not all(row["online"] for row in rows):
                         sys.exit(1)
                     return
-                _watch(server_rows=refreshes(server, interval), console=console, as_json=as_json)
+                every = refreshes(server, interval, campaign)
+                _watch(server_rows=every, console=console, as_json=as_json)
         except ColmenaFedError as exc:
             raise click.ClickException(str(exc)) from exc
         except KeyboardInterrupt:

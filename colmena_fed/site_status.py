@@ -19,6 +19,7 @@ from colmena_fed.backends import SiteStatus
 from colmena_fed.data import DataConfig
 from colmena_fed.display import slots_cell, state_cell, workers_cell
 from colmena_fed.queues import TaskQueues
+from colmena_fed.report.load import DONE, FAILED, RUNNING, load_run
 from colmena_fed.server import TaskServer
 from colmena_fed.sites import SitesConfig
 
@@ -34,7 +35,7 @@ def status_server(sites: SitesConfig, run_dir: Path) -> TaskServer:
             "data": DataConfig(),
         }
     )
-    return TaskServer(TaskQueues(), watched, methods=[], run_dir=run_dir)
+    return TaskServer(TaskQueues(), watched, methods=[], run_dir=run_dir, journal=False)
 
 
 def wait_for_workers(server: TaskServer, timeout: float) -> None:
@@ -56,10 +57,40 @@ def _block_due(status: SiteStatus) -> bool:
     return status.online and not status.workers and bool(status.raw.get("min_blocks"))
 
 
-def site_rows(server: TaskServer) -> list[dict[str, Any]]:
-    """One plain record per site (what ``--json`` prints)."""
+def site_rows(server: TaskServer, campaign: Path | None = None) -> list[dict[str, Any]]:
+    """One plain record per site (what ``--json`` prints).
+
+    With ``campaign``, a run directory, each record also has that campaign's counts at the
+    site, read from its journal (it may be running).
+    """
     sites, _ = server.snapshot()
-    return [_row(server, name, counts.status) for name, counts in sites.items()]
+    rows = [_row(server, name, counts.status) for name, counts in sites.items()]
+    if campaign is not None:
+        counts = campaign_counts(campaign)
+        for row in rows:
+            row["campaign"] = counts.get(row["site"], dict.fromkeys(_CAMPAIGN_COLUMNS, 0))
+    return rows
+
+
+#: A campaign's counts per site, as ``sites status --run`` shows them.
+_CAMPAIGN_COLUMNS = ("sent", "done", "failed", "in_flight", "pending")
+
+
+def campaign_counts(run_dir: Path) -> dict[str, dict[str, int]]:
+    """Per site of the run in ``run_dir``: attempts sent there, done, failed, in flight now.
+
+    ``pending`` counts the tasks waiting on the thinker side that last ran there (a retry);
+    those never sent anywhere are under the site name ``""``.
+    """
+    run = load_run(run_dir)
+    counts: dict[str, dict[str, int]] = {}
+    for task in run.tasks:
+        for site, _, _ in task.tries:
+            counts.setdefault(site, dict.fromkeys(_CAMPAIGN_COLUMNS, 0))["sent"] += 1
+        here = counts.setdefault(task.site or "", dict.fromkeys(_CAMPAIGN_COLUMNS, 0))
+        column = {DONE: "done", FAILED: "failed", RUNNING: "in_flight"}.get(task.state, "pending")
+        here[column] += 1
+    return counts
 
 
 def _row(server: TaskServer, name: str, status: SiteStatus) -> dict[str, Any]:
@@ -89,7 +120,12 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(column, justify="right")
     table.add_column("slots")
     table.add_column("status time")
+    campaign = all("campaign" in row for row in rows) and bool(rows)
+    if campaign:
+        for column in ("campaign sent", "done", "failed", "in flight"):
+            table.add_column(column, justify="right")
     for row in rows:
+        extra = [str(row["campaign"][c]) for c in _CAMPAIGN_COLUMNS[:4]] if campaign else []
         table.add_row(
             row["site"],
             row["backend"],
@@ -99,14 +135,17 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
             _count(row["in_flight_tasks"]),
             slots_cell(row["slots"]),
             row["status_time"].replace("T", " "),
+            *extra,
         )
     return table
 
 
-def refreshes(server: TaskServer, period: float) -> Iterator[list[dict[str, Any]]]:
+def refreshes(
+    server: TaskServer, period: float, campaign: Path | None = None
+) -> Iterator[list[dict[str, Any]]]:
     """The site rows now, then again every ``period`` seconds, for ever."""
     while True:
-        yield site_rows(server)
+        yield site_rows(server, campaign)
         time.sleep(period)
 
 

@@ -8,6 +8,8 @@ scripts/setup.sh
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+# The report's HTML page is checked in a real headless browser.
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null; then
         sudo_if_needed=$([ "$(id -u)" -eq 0 ] || echo sudo)

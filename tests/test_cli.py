@@ -43,13 +43,20 @@ def test_demo_campaign_runs_on_both_sites_and_trains_on_the_gpu_site(tmp_path: P
         cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
-    out = run.stdout
+    out, summary = run.stdout.split("Sites, per slot kind")  # the live view, then the summary
     assert "simulations: 48" in out
     assert "on site gpu-site (accelerator 0)" in out
     assert "on site cpu-site" not in out
     rows = {line.split()[1]: line for line in out.splitlines() if "-site" in line and "│" in line}
     assert "simulate x48" in rows["cpu-site"]
     assert "train x" in rows["gpu-site"]
+    cells = {
+        cells[0]: cells
+        for line in summary.splitlines()
+        if "-site" in line and "│" in line
+        for cells in [[cell.strip() for cell in line.strip("│ ").split("│")]]
+    }
+    assert cells["cpu-site"][1:3] == ["cpu (2)", "48"]  # every simulation, done there
     assert (tmp_path / "run" / "colmena-fed.log").is_file()
     assert (tmp_path / "run" / "cpu-site").is_dir()
 

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import colmena_fed, federation_config
+from conftest import ENDPOINTS, colmena_fed, federation_config
 from sample_methods import accelerator, double
 
 from colmena_fed import Method, Result, SitesConfig, TaskQueues, TaskServer
@@ -231,3 +231,17 @@ def test_a_window_that_ends_before_it_starts_is_refused(known: Path) -> None:
     done = colmena_fed("report", str(known), "--since", "20", "--until", "10", "--no-plots")
     assert done.returncode == 2
     assert "the window starts after it ends" in done.stderr
+
+
+def test_sites_status_shows_a_campaigns_counts_next_to_each_sites_workers(
+    known: Path, tmp_path: Path
+) -> None:
+    sites = tmp_path / "sites.yaml"
+    local = ENDPOINTS / "local-cpu.yaml"
+    sites.write_text(f"sites:\n  a: {{local: {local}, resources: {{cpu: 2}}}}\n")
+    done = colmena_fed("sites", "status", "--sites", str(sites), "--run", str(known), "--json")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["sites"]
+    assert row["workers"] == 2
+    # six attempts went to a, each ran to its end (b's lost one among them)
+    assert row["campaign"] == {"sent": 6, "done": 6, "failed": 0, "in_flight": 0, "pending": 0}

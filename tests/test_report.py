@@ -245,3 +245,22 @@ def test_sites_status_shows_a_campaigns_counts_next_to_each_sites_workers(
     assert row["workers"] == 2
     # six attempts went to a, each ran to its end (b's lost one among them)
     assert row["campaign"] == {"sent": 6, "done": 6, "failed": 0, "in_flight": 0, "pending": 0}
+
+
+class Molecule:
+    """A campaign's own input type: the report's process cannot import it."""
+
+    def __init__(self, atoms: int) -> None:
+        self.atoms = atoms
+
+
+def test_inputs_of_a_campaigns_own_classes_do_not_stop_the_report(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    journal = Journal.create(run_dir, RunIdentity({"a": "sim"}, ["simulate"]), "x")
+    journal.submitted(Result(method="simulate", args=(Molecule(3),), slot="cpu"))
+    journal.commit()
+    journal.close()
+    done = colmena_fed("report", str(run_dir), "--json", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    campaign = json.loads(done.stdout)["campaign"]
+    assert (campaign["tasks"], campaign["pending"]) == (1, 1)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from colmena_fed.journal import FILE_NAME, loads, read, read_deliveries
+from colmena_fed.journal import FILE_NAME, read, read_deliveries
 from colmena_fed.records import rebuild, unpack
+from colmena_fed.report.load import load_record
 from colmena_fed.report.numbers import Window
 
 
@@ -29,10 +30,10 @@ def export(run_dir: Path, window: Window, path: Path) -> int:
             if record is None:
                 continue
             if kind == "submitted":
-                fields = unpack(loads(record)[0], names)
+                fields = unpack(load_record(record)[0], names)
                 inputs[task_id] = (fields["args"], fields["kwargs"])
             elif kind == "ended" and window.start <= at <= window.end:
-                fields = unpack(loads(record), names)
+                fields = unpack(load_record(record), names)
                 keep = fields.get("keep_inputs", True)
                 args, kwargs = inputs.pop(task_id, ((), {}))
                 fields["args"], fields["kwargs"] = (args, kwargs) if keep else ((), {})

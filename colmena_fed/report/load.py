@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,36 @@ from colmena_fed.models import Attempt, DataRecord, FailureInfo, Timestamps, Wor
 
 class ReportError(JournalError):
     """A run directory that cannot be reported on (named, with what to do)."""
+
+
+class Unimportable:
+    """Stands for an object of a class this process cannot import (a campaign's own type).
+
+    A report reads records for their timestamps and sites, not their inputs: an input whose
+    class lives in the campaign's script must not stop it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Take whatever the pickled object was built from, and keep none of it."""
+
+    def __setstate__(self, state: Any) -> None:
+        """Drop the pickled state."""
+
+
+class _Lenient(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return Unimportable
+
+
+def load_record(record: bytes) -> Any:
+    """A journal record, its objects of unimportable classes as `Unimportable`."""
+    try:
+        return loads(record)
+    except Exception:
+        return _Lenient(io.BytesIO(record)).load()
 
 
 #: What a task's row says of where it stands.
@@ -165,7 +197,7 @@ def load_run(run_dir: Path) -> Run:
                 finished, resumes = False, resumes + 1
             continue
         if kind == "submitted" and record is not None:
-            tasks[task_id] = reader.submitted(loads(record)[0])
+            tasks[task_id] = reader.submitted(load_record(record)[0])
             continue
         row = tasks.get(task_id)
         if row is None:
@@ -184,7 +216,7 @@ def load_run(run_dir: Path) -> Run:
             row.failovers += kind == "requeued" and failover
             row.retries += kind == "requeued" and not failover
         elif kind == "ended" and row.ended is None and record is not None:
-            reader.ended(row, loads(record), at)
+            reader.ended(row, load_record(record), at)
     for task_id, at in read_deliveries(run_dir):
         delivered = tasks.get(task_id)
         if delivered is not None and delivered.delivered is None:

@@ -48,9 +48,9 @@ def noop(x: int) -> int:
     return x
 
 
-def check(result: Result | None) -> None:
+def check(result: Result) -> None:
     """Stop the benchmark at the first task that did not come back with its value."""
-    if result is None or not result.success:
+    if not result.success:
         raise RuntimeError(f"a task failed or timed out: {result}")
 
 

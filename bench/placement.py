@@ -203,8 +203,7 @@ def run_policy(
         for i, (method, seconds) in enumerate(mix):
             server.world.set_work(queues.send_inputs(i, method=method), seconds)
         server.world.run()
-        while (result := queues.get_result(timeout=0)) is not None:
-            results.append(result)
+        results += [queues.get_result(timeout=0) for _ in range(queues.active_count)]
     wall = time.perf_counter() - start
     assert len(results) == len(mix), f"{len(results)} results for {len(mix)} tasks"
 

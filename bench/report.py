@@ -58,8 +58,7 @@ def campaign(run_dir: Path, tasks: int) -> float:
             queues.send_inputs(i, method="train" if i % 5 == 0 else "simulate")
         assert server.world is not None
         makespan = server.world.run()
-        while queues.get_result(timeout=0) is not None:
-            pass
+        queues.flush()
     return makespan
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -10,6 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from pydantic_core import to_jsonable_python
 
 from colmena_fed import clock
+from colmena_fed.compat import (
+    ColmenaTimestamps,
+    FailureInformation,
+    TimeSpans,
+    WorkerInformation,
+)
 
 FailureKind = Literal["user", "system", "rejected", "shutdown", "expired", "superseded"]
 
@@ -308,6 +316,92 @@ class Result(BaseModel):
         """Mark the task failed for a reason of its own (no traceback: nothing raised here)."""
         self.success = False
         self.failure = FailureInfo(kind=kind, exception_type=exception_type, message=message)
+
+    @property
+    def inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Colmena's ``inputs``: the positional and keyword inputs, as a pair."""
+        return self.args, self.kwargs
+
+    @property
+    def complete(self) -> bool | None:
+        """Colmena's ``complete``: whether this is the task's final result (None: not ended)."""
+        return None if self.success is None else True
+
+    @property
+    def failure_info(self) -> FailureInformation | None:
+        """Colmena's ``failure_info`` (the exception as 'Type: message'), from `failure`."""
+        failure = self.failure
+        if failure is None:
+            return None
+        text = f"{failure.exception_type}: {failure.message}"
+        return FailureInformation(exception=text, traceback=failure.traceback)
+
+    @property
+    def worker_info(self) -> WorkerInformation | None:
+        """Colmena's ``worker_info``, from `worker` (with its pid and accelerator)."""
+        worker = self.worker
+        if worker is None:
+            return None
+        extra = {"pid": worker.pid, "accelerator": worker.accelerator}
+        return WorkerInformation(hostname=worker.hostname, **extra)
+
+    @property
+    def timestamp(self) -> ColmenaTimestamps:
+        """Colmena's ``timestamp``, from `timestamps` (NaN for a hop not taken)."""
+        stamps = self.timestamps
+
+        def known(value: float | None) -> float:
+            return math.nan if value is None else value
+
+        return ColmenaTimestamps(
+            created=stamps.created,
+            input_received=stamps.created,  # the task server takes it in send_inputs
+            compute_started=known(stamps.compute_started),
+            compute_ended=known(stamps.compute_ended),
+            result_sent=known(stamps.compute_ended),
+            result_received=known(stamps.delivered),
+            start_task_submission=known(stamps.dispatched),
+            task_received=known(stamps.received),
+        )
+
+    @property
+    def time(self) -> TimeSpans:
+        """Colmena's ``time``: the run time and the data plane's timings (NaN if none)."""
+        data = self.data
+
+        def known(value: float | None) -> float:
+            return math.nan if value is None else value
+
+        return TimeSpans(
+            running=known(self.run_time),
+            serialize_inputs=known(data.proxy_inputs_s),
+            deserialize_inputs=known(data.resolve_inputs_s),
+            serialize_results=known(data.proxy_result_s),
+            deserialize_results=known(data.resolve_result_s),
+        )
+
+    def json(self, **kwargs: Any) -> str:
+        """The record as Colmena writes it: ``inputs`` (not args/kwargs), and Colmena's names.
+
+        ``exclude`` (a set, or a dict of names) works as in Colmena, ``inputs`` included:
+        ``result.json(exclude={'inputs', 'value'})``. Numpy arrays become lists.
+        """
+        exclude = kwargs.pop("exclude", None) or set()
+        names = set(exclude) if isinstance(exclude, (set, frozenset, list, tuple)) else set()
+        if isinstance(exclude, dict):
+            names = {name for name, drop in exclude.items() if drop is True}
+        data = json.loads(self.model_dump_json(exclude={"args", "kwargs"}, **kwargs))
+        inputs = self.model_dump(mode="json", include={"args", "kwargs"})
+        colmena = {
+            "inputs": [inputs["args"], inputs["kwargs"]],
+            "complete": self.complete,
+            "failure_info": None if self.failure_info is None else self.failure_info.model_dump(),
+            "worker_info": None if self.worker_info is None else self.worker_info.model_dump(),
+            "timestamp": self.timestamp.model_dump(),
+            "time": self.time.model_dump(),
+        }
+        data.update(colmena)
+        return json.dumps({key: value for key, value in data.items() if key not in names})
 
     @property
     def queue_wait(self) -> float | None:

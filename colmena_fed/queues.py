@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,9 +13,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from colmena_fed import clock
+from colmena_fed.exceptions import KillSignalException, TimeoutException
 from colmena_fed.models import ANYWHERE, ResourceRequest, Result
 
 RequestSink = Callable[[Result], None]
+
+#: How often a blocked ``get_result`` looks whether the queues were told to stop (seconds).
+_WAKE_S = 0.1
+
+#: Colmena's serialization methods; records travel in-process here, so either is accepted.
+SERIALIZATION_METHODS = ("json", "pickle")
 ResourcesLike = ResourceRequest | Mapping[str, Any] | str | None
 
 
@@ -74,13 +82,48 @@ class TaskQueues:
     """
 
     def __init__(
-        self, topics: Iterable[str] = (), priorities: Mapping[str, int] | None = None
+        self,
+        topics: Iterable[str] = (),
+        priorities: Mapping[str, int] | None = None,
+        *,
+        serialization_method: Any = "json",
+        keep_inputs: bool = True,
+        proxystore_name: str | Mapping[str, str] | None = None,
+        proxystore_threshold: int | Mapping[str, int] | None = None,
     ) -> None:
         """Create queues for ``topics``; the ``default`` topic always exists.
 
-        ``priorities`` ranks topics (higher first, 0 for those not named): pending tasks of a
-        higher-priority topic are dispatched before older tasks of a lower one.
+        Args:
+            topics: Names of the topics results come back on.
+            priorities: Ranks topics (higher first, 0 for those not named): pending tasks of a
+                higher-priority topic are dispatched before older tasks of a lower one.
+            serialization_method: Colmena's ``"json"`` or ``"pickle"`` (or its enum). Records
+                stay in the thinker's process here, so both mean the same.
+            keep_inputs: Whether results carry their inputs back, for tasks whose
+                ``send_inputs`` does not say (Colmena's queue-wide default).
+            proxystore_name: Refused: large objects travel through the stores of the sites
+                YAML's ``data:`` section, which the task server sets up for every site.
+            proxystore_threshold: Refused, likewise (``data: threshold_bytes:``).
         """
+        method = str(getattr(serialization_method, "value", serialization_method)).lower()
+        if method not in SERIALIZATION_METHODS:
+            raise ValueError(
+                f"serialization_method={serialization_method!r}: expected one of "
+                f"{', '.join(SERIALIZATION_METHODS)}"
+            )
+        for name, given in (
+            ("proxystore_name", proxystore_name),
+            ("proxystore_threshold", proxystore_threshold),
+        ):
+            if given is not None:
+                raise ValueError(
+                    f"{name}={given!r}: colmena-fed moves large inputs and results through the "
+                    "data stores of the sites YAML instead (a 'data:' section with 'stores:' and "
+                    "'threshold_bytes:', and 'stores:' per site for which sites reach which); "
+                    "see docs/data.md"
+                )
+        self.serialization_method = method
+        self.keep_inputs = keep_inputs
         names = ["default", *(t for t in topics if t != "default")]
         self.topics: tuple[str, ...] = tuple(dict.fromkeys(names))
         self.priorities = dict(priorities or {})
@@ -96,6 +139,7 @@ class TaskQueues:
         self._sink: RequestSink | None = None
         self._on_delivery: RequestSink | None = None
         self._unsent: deque[Result] = deque()
+        self._killed = threading.Event()
         #: What a resumed run carried over (None in a new run); read it in a startup agent.
         self.resumed: Resumed | None = None
 
@@ -132,7 +176,7 @@ class TaskQueues:
         topic: str = "default",
         input_kwargs: Mapping[str, Any] | None = None,
         resources: ResourcesLike = None,
-        keep_inputs: bool = True,
+        keep_inputs: bool | None = None,
         keep_result: bool = False,
         task_info: Mapping[str, Any] | None = None,
         site: str | None = None,
@@ -150,7 +194,7 @@ class TaskQueues:
             input_kwargs: Keyword inputs of the method.
             resources: Slot kind (``"gpu"``), a mapping or a `ResourceRequest` narrowing
                 where the task may run.
-            keep_inputs: Keep the inputs on the result record.
+            keep_inputs: Keep the inputs on the result record (default: the queues').
             keep_result: If the result comes back through a data store, deliver it as its
                 proxy and keep the object there until ``server.data.release(result.value)``
                 (e.g. a model that later tasks take as an input, without a round trip).
@@ -170,7 +214,7 @@ class TaskQueues:
         fields: dict[str, Any] = {"method": method, "topic": topic, "args": args}
         if input_kwargs:
             fields["kwargs"] = dict(input_kwargs)
-        if not keep_inputs:
+        if not (self.keep_inputs if keep_inputs is None else keep_inputs):
             fields["keep_inputs"] = False
         if keep_result:
             fields["keep_result"] = True
@@ -199,13 +243,16 @@ class TaskQueues:
             sink(result)
         return result.task_id
 
-    def get_result(self, topic: str = "default", timeout: float | None = None) -> Result | None:
-        """Take the next result of ``topic``; None if none arrived within ``timeout`` seconds."""
+    def get_result(self, topic: str = "default", timeout: float | None = None) -> Result:
+        """Take the next result of ``topic``, waiting up to ``timeout`` seconds (None: for ever).
+
+        Raises:
+            TimeoutException: No result came within ``timeout`` (Colmena's meaning).
+            KillSignalException: There is no result and the queues were told to stop
+                (`send_kill_signal`, or the thinker stopped): a blocked agent wakes.
+        """
         self._check_topic(topic)
-        try:
-            result = self._results[topic].get(timeout=timeout)
-        except queue.Empty:
-            return None
+        result = self._next(self._results[topic], timeout)
         if self._on_delivery is not None and not result.replayed:
             try:
                 self._on_delivery(result)
@@ -224,6 +271,62 @@ class TaskQueues:
             if self._active == 0:
                 self._idle.set()
         return result
+
+    def _next(self, results: queue.SimpleQueue[Result], timeout: float | None) -> Result:
+        """The next of ``results``, looking every `_WAKE_S` whether the queues were stopped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._killed.is_set():
+                try:
+                    return results.get_nowait()
+                except queue.Empty:
+                    raise KillSignalException("the queues were told to stop") from None
+            wait = _WAKE_S if deadline is None else min(_WAKE_S, deadline - time.monotonic())
+            try:
+                return results.get(timeout=max(wait, 0.0))
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutException(f"no result within {timeout} s") from None
+
+    def send_kill_signal(self) -> None:
+        """Tell everything waiting on these queues to stop (Colmena's shutdown idiom).
+
+        A task server's `join` returns (and stops it); every ``get_result`` that would block
+        raises `KillSignalException`. `reset_kill_signal` undoes it, for a next campaign.
+        """
+        self._killed.set()
+
+    @property
+    def killed(self) -> bool:
+        """Whether `send_kill_signal` was called (and not reset since)."""
+        return self._killed.is_set()
+
+    def reset_kill_signal(self) -> None:
+        """Let ``get_result`` block again after `send_kill_signal` (a thinker starting anew)."""
+        self._killed.clear()
+
+    def wait_for_kill_signal(self, timeout: float | None = None) -> bool:
+        """Block until `send_kill_signal` is called; False on timeout."""
+        return self._killed.wait(timeout)
+
+    def flush(self) -> int:
+        """Remove every result waiting on every topic; how many were removed.
+
+        Removed results count as taken: `active_count` drops by as many.
+        """
+        removed = 0
+        for results in list(self._results.values()):
+            while True:
+                try:
+                    results.get_nowait()
+                except queue.Empty:
+                    break
+                removed += 1
+        with self._lock:
+            self._active = max(0, self._active - removed)
+            if self._active == 0:
+                self._idle.set()
+        return removed
 
     def wait_until_done(self, timeout: float | None = None) -> bool:
         """Block until every task sent has had its result taken; False on timeout."""

@@ -277,6 +277,24 @@ class TaskServer:
         if journal is not None:
             journal.close()
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Serve until the queues get the kill signal, then stop (Colmena's shutdown idiom).
+
+        ``thinker.join(); queues.send_kill_signal(); server.join()``: the thinker stopping
+        sends the signal itself. Ctrl+C while waiting stops the server too. Returns False if
+        ``timeout`` passed first (the server then keeps running).
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self.queues.wait_for_kill_signal(0.1):  # in slices: Ctrl+C is seen
+                if end is not None and time.monotonic() >= end:
+                    return False
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        self.stop()
+        return True
+
     def stop(self) -> None:
         """Stop accepting requests, end what did not finish, and stop every site.
 

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, ClassVar, overload
 
+from colmena_fed.exceptions import KillSignalException, TimeoutException
 from colmena_fed.queues import TaskQueues
 from colmena_fed.resources import REACTION_S, ResourceCounter
 
@@ -168,9 +169,13 @@ class ResultProcessor(Agent):
     def run(self, thinker: BaseThinker) -> None:
         """Take results of the topic and process each until ``done`` is set."""
         while not thinker.done.is_set():
-            result = thinker.queues.get_result(self.topic, timeout=_REACTION_S)
-            if result is not None:
-                self.func(thinker, result)
+            try:
+                result = thinker.queues.get_result(self.topic, timeout=_REACTION_S)
+            except TimeoutException:
+                continue
+            except KillSignalException:
+                return
+            self.func(thinker, result)
 
 
 class TaskSubmitter(Agent):
@@ -542,6 +547,7 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
             for name, n in counts.items()
         }
         self._running = len(agents)
+        self.queues.reset_kill_signal()
         threads = [
             threading.Thread(
                 target=self._run_agent, args=(a,), name=f"{self.name}.{a.name}", daemon=True
@@ -559,6 +565,7 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
             self.logger.warning("interrupted (Ctrl+C): stopping every agent")
         finally:
             self.done.set()
+            self.queues.send_kill_signal()  # wakes agents blocked in get_result
             self._stop_agents([t for t in threads if t.ident is not None])
 
     def join(self, timeout: float | None = None) -> None:
@@ -607,6 +614,8 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
                 spec.run(self)
             finally:
                 self.tear_down_agent()
+        except KillSignalException:  # woken in get_result as the campaign ends: a clean stop
+            self.logger.info("%s woken by the kill signal", spec.name)
         except BaseException as exc:
             failed = True
             with self._state_lock:

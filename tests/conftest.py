@@ -20,7 +20,8 @@ import redis
 from globus_compute_sdk.sdk import executor as sdk_executor
 from sample_methods import accelerator, add, blob, die, double, fail, nap
 
-from colmena_fed import Method, SitesConfig, TaskQueues, TaskServer
+from colmena_fed import Method, Result, SitesConfig, TaskQueues, TaskServer
+from colmena_fed.exceptions import TimeoutException
 from colmena_fed.methods import MethodLike
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,6 +100,16 @@ class RedisServer:
         """Stop the server (it may have been killed already)."""
         self.process.terminate()
         self.process.wait(timeout=30)
+
+
+def drain(queues: TaskQueues, topic: str = "default") -> list[Result]:
+    """Every result waiting on ``topic``, in order."""
+    results = []
+    while True:
+        try:
+            results.append(queues.get_result(topic, timeout=0))
+        except TimeoutException:
+            return results
 
 
 def colmena_fed(*args: str) -> subprocess.CompletedProcess[str]:

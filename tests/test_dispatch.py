@@ -15,6 +15,7 @@ from proxystore.proxy import Proxy, extract
 from sample_methods import double, hold, nap, own_proxy
 
 from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
+from colmena_fed.exceptions import TimeoutException
 from colmena_fed.policies import Policy, SiteState
 
 MB = 1_000_000
@@ -47,7 +48,8 @@ def test_a_thousand_tasks_refused_at_once_behind_a_busy_slot_each_end_once(
         assert server.pending_count == 1000  # all waiting for the one slot
         results = [queues.get_result(timeout=120) for _ in range(1001)]
         assert queues.wait_until_done(timeout=10)
-        assert queues.get_result(timeout=0) is None  # nothing delivered twice
+        with pytest.raises(TimeoutException):  # nothing delivered twice
+            queues.get_result(timeout=0)
         by_id = Counter(r.task_id for r in results if r is not None)
         assert set(by_id) == refused | {busy}
         assert set(by_id.values()) == {1}
@@ -159,7 +161,7 @@ def test_an_exception_while_placing_ends_that_task_and_no_other() -> None:
         bad = queues.send_inputs(2, method="double", task_info={"explode": True})
         after = queues.send_inputs(3, method="double")
         server.world.run()
-        results = {r.task_id: r for r in (queues.get_result(timeout=1) for _ in range(3)) if r}
+        results = {r.task_id: r for r in (queues.get_result(timeout=1) for _ in range(3))}
     assert results[before].success  # a simulated site runs no code: no value
     assert results[after].success
     failure = results[bad].failure

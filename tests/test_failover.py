@@ -12,6 +12,7 @@ from conftest import ENDPOINTS, RunningTestbed
 from sample_methods import double, nap
 
 from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
+from colmena_fed.exceptions import TimeoutException
 from colmena_fed.testbed.daemon import kill_session
 
 
@@ -77,7 +78,8 @@ def test_a_site_dying_mid_run_loses_no_task_and_delivers_each_once(
             result = queues.get_result(timeout=120)
             assert result is not None, f"{len(results)} of {len(sent)} results arrived"
             results.append(result)
-        assert queues.get_result(timeout=1) is None
+        with pytest.raises(TimeoutException):
+            queues.get_result(timeout=1)
     assert Counter(r.task_id for r in results) == Counter(sent)
     assert all(r.success and r.value == 0.2 for r in results), [
         r.failure for r in results if not r.success

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from colmena_fed import Result, TaskQueues, TaskServer
+from colmena_fed.exceptions import TimeoutException
 
 
 def take(queues: TaskQueues, topic: str, count: int) -> list[Result]:
@@ -108,7 +109,8 @@ def test_each_result_arrives_exactly_once_on_its_own_topic(queues: TaskQueues) -
     assert {r.task_id for r in results} == sent
     assert {r.task_id for r in others} == sent_other
     assert sorted(r.value for r in results) == [2 * i for i in range(20)]
-    assert queues.get_result("simulate", timeout=0.5) is None
+    with pytest.raises(TimeoutException):
+        queues.get_result("simulate", timeout=0.5)
     assert queues.active_count == 0
 
 

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import ENDPOINTS, colmena_fed, federation_config
+from conftest import ENDPOINTS, colmena_fed, drain, federation_config
 from sample_methods import accelerator, double
 
 from colmena_fed import Method, Result, SitesConfig, TaskQueues, TaskServer
@@ -46,8 +46,7 @@ def known_run(run_dir: Path) -> None:
             queues.send_inputs(i, method="simulate")
         assert server.world is not None
         server.world.run()
-        while queues.get_result(timeout=0) is not None:
-            pass
+        drain(queues)
 
 
 @pytest.fixture(scope="module")

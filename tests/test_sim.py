@@ -6,12 +6,12 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from conftest import drain
 
 from colmena_fed import (
     ConfigError,
     Method,
     ResourceCounter,
-    Result,
     SitesConfig,
     TaskQueues,
     TaskServer,
@@ -53,13 +53,6 @@ def federation(policy: str = "availability", **extra: Any) -> SitesConfig:
     return SitesConfig.from_dict(
         {"sites": sites, "scheduler": scheduler, "sim": {"seed": 7, "methods": loads}, **extra}
     )
-
-
-def drain(queues: TaskQueues, topic: str = "default") -> list[Result]:
-    results = []
-    while (result := queues.get_result(topic, timeout=0)) is not None:
-        results.append(result)
-    return results
 
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)

@@ -195,6 +195,11 @@ def jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _nan_if_none(value: float | None) -> float:
+    """Colmena's way of saying "did not happen": NaN."""
+    return math.nan if value is None else value
+
+
 def _span(start: float | None, end: float | None) -> float | None:
     return None if start is None or end is None else end - start
 
@@ -350,18 +355,15 @@ class Result(BaseModel):
         """Colmena's ``timestamp``, from `timestamps` (NaN for a hop not taken)."""
         stamps = self.timestamps
 
-        def known(value: float | None) -> float:
-            return math.nan if value is None else value
-
         return ColmenaTimestamps(
             created=stamps.created,
             input_received=stamps.created,  # the task server takes it in send_inputs
-            compute_started=known(stamps.compute_started),
-            compute_ended=known(stamps.compute_ended),
-            result_sent=known(stamps.compute_ended),
-            result_received=known(stamps.delivered),
-            start_task_submission=known(stamps.dispatched),
-            task_received=known(stamps.received),
+            compute_started=_nan_if_none(stamps.compute_started),
+            compute_ended=_nan_if_none(stamps.compute_ended),
+            result_sent=_nan_if_none(stamps.compute_ended),
+            result_received=_nan_if_none(stamps.delivered),
+            start_task_submission=_nan_if_none(stamps.dispatched),
+            task_received=_nan_if_none(stamps.received),
         )
 
     @property
@@ -369,15 +371,12 @@ class Result(BaseModel):
         """Colmena's ``time``: the run time and the data plane's timings (NaN if none)."""
         data = self.data
 
-        def known(value: float | None) -> float:
-            return math.nan if value is None else value
-
         return TimeSpans(
-            running=known(self.run_time),
-            serialize_inputs=known(data.proxy_inputs_s),
-            deserialize_inputs=known(data.resolve_inputs_s),
-            serialize_results=known(data.proxy_result_s),
-            deserialize_results=known(data.resolve_result_s),
+            running=_nan_if_none(self.run_time),
+            serialize_inputs=_nan_if_none(data.proxy_inputs_s),
+            deserialize_inputs=_nan_if_none(data.resolve_inputs_s),
+            serialize_results=_nan_if_none(data.proxy_result_s),
+            deserialize_results=_nan_if_none(data.resolve_result_s),
         )
 
     def json(self, **kwargs: Any) -> str:

@@ -8,7 +8,7 @@ its end are counted as such); slot utilization and the series over time are clip
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +50,8 @@ def summary(run: Run, window: Window) -> dict[str, Any]:
     """Every number of the report of ``run`` over ``window``."""
     ended = [t for t in run.tasks if t.ended is not None and window.start <= t.ended <= window.end]
     waiting = [t for t in run.tasks if t.created <= window.end and _open_at(t, window.end)]
-    still_open = any(t.created <= window.end for t in waiting)
     last = max((t.ended for t in ended if t.ended is not None), default=window.start)
-    makespan = (window.end if still_open else last) - window.start
+    makespan = (window.end if waiting else last) - window.start
     return {
         "schema": SCHEMA,
         "run_dir": str(run.run_dir),
@@ -101,14 +100,19 @@ def offered_slot_seconds(history: SiteHistory, slot: str, window: Window) -> flo
     them: a site of 64 slots and 2 workers runs at most 2 tasks at once.
     """
     slots = history.capacity.get(slot, 0)
-    total = 0.0
+    return sum(
+        (slots if workers is None else min(slots, workers)) * seconds
+        for workers, seconds in _online_spans(history, window)
+    )
+
+
+def _online_spans(history: SiteHistory, window: Window) -> Iterator[tuple[int | None, float]]:
+    """Each stretch the site was online: its workers then, and its seconds in the window."""
     changes = history.changes
     for i, (at, online, workers) in enumerate(changes):
-        until = changes[i + 1][0] if i + 1 < len(changes) else window.end
         if online:
-            offered = slots if workers is None else min(slots, workers)
-            total += offered * window.clip(at, until)
-    return total
+            until = changes[i + 1][0] if i + 1 < len(changes) else window.end
+            yield workers, window.clip(at, until)
 
 
 def busy_slot_seconds(tasks: Iterable[TaskRow], window: Window) -> float:
@@ -132,11 +136,7 @@ def _site_slot(
     by_method: dict[str, list[float | None]] = defaultdict(list)
     for task in here:
         by_method[task.method].append(task.run_time)
-    online = sum(
-        window.clip(at, history.changes[i + 1][0] if i + 1 < len(history.changes) else window.end)
-        for i, (at, up, _) in enumerate(history.changes)
-        if up
-    )
+    online = sum(seconds for _, seconds in _online_spans(history, window))
     return {
         "site": name,
         "kind": history.kind,

@@ -29,12 +29,14 @@ def spread_cell(spread: Mapping[str, Any]) -> str:
 
 def size(value: int) -> str:
     """Bytes, in the largest unit that keeps a number >= 1."""
-    amount = float(value)
-    for unit in ("B", "KB", "MB", "GB"):
-        if amount < 1000 or unit == "GB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1000
-    raise AssertionError("unreachable")
+    if value < 1000:
+        return f"{value} B"
+    amount, unit = value / 1000, "KB"
+    for larger in ("MB", "GB"):
+        if amount < 1000:
+            break
+        amount, unit = amount / 1000, larger
+    return f"{amount:.1f} {unit}"
 
 
 def summary_tables(numbers: Mapping[str, Any]) -> Group:

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from colmena_fed import clock
+from colmena_fed.compat import ResourceRequirements
 from colmena_fed.exceptions import KillSignalException, TimeoutException
 from colmena_fed.models import ANYWHERE, ResourceRequest, Result
 
@@ -23,20 +24,30 @@ _WAKE_S = 0.1
 
 #: Colmena's serialization methods; records travel in-process here, so either is accepted.
 SERIALIZATION_METHODS = ("json", "pickle")
-ResourcesLike = ResourceRequest | Mapping[str, Any] | str | None
+ResourcesLike = ResourceRequest | ResourceRequirements | Mapping[str, Any] | str | None
 
 
 def as_resource_request(resources: ResourcesLike, site: str | None = None) -> ResourceRequest:
     """Turn what a caller passed as ``resources`` (and ``site``) into a `ResourceRequest`.
 
-    A string names the slot kind (``"gpu"``); a mapping gives the fields of `ResourceRequest`.
+    A string names the slot kind (``"gpu"``); a mapping gives the fields of `ResourceRequest`,
+    or those of Colmena's `ResourceRequirements`, which is accepted too.
     """
+    if (
+        isinstance(resources, Mapping)
+        and resources
+        and set(resources) <= set(ResourceRequirements.model_fields)
+    ):
+        resources = ResourceRequirements(**resources)
     if isinstance(resources, ResourceRequest):
         request = resources
     elif resources is None:
         request = ANYWHERE
     elif isinstance(resources, str):
         request = ResourceRequest(slot=resources)
+    elif isinstance(resources, ResourceRequirements):
+        spec = resources.specification()
+        request = ANYWHERE if spec is None else ResourceRequest(specification=spec)
     else:
         try:
             request = ResourceRequest(**dict(resources))
@@ -84,19 +95,19 @@ class TaskQueues:
     def __init__(
         self,
         topics: Iterable[str] = (),
-        priorities: Mapping[str, int] | None = None,
-        *,
         serialization_method: Any = "json",
         keep_inputs: bool = True,
         proxystore_name: str | Mapping[str, str] | None = None,
         proxystore_threshold: int | Mapping[str, int] | None = None,
+        *,
+        priorities: Mapping[str, int] | None = None,
     ) -> None:
         """Create queues for ``topics``; the ``default`` topic always exists.
 
+        The positional arguments are Colmena's, in Colmena's order.
+
         Args:
             topics: Names of the topics results come back on.
-            priorities: Ranks topics (higher first, 0 for those not named): pending tasks of a
-                higher-priority topic are dispatched before older tasks of a lower one.
             serialization_method: Colmena's ``"json"`` or ``"pickle"`` (or its enum). Records
                 stay in the thinker's process here, so both mean the same.
             keep_inputs: Whether results carry their inputs back, for tasks whose
@@ -104,6 +115,8 @@ class TaskQueues:
             proxystore_name: Refused: large objects travel through the stores of the sites
                 YAML's ``data:`` section, which the task server sets up for every site.
             proxystore_threshold: Refused, likewise (``data: threshold_bytes:``).
+            priorities: Ranks topics (higher first, 0 for those not named): pending tasks of a
+                higher-priority topic are dispatched before older tasks of a lower one.
         """
         method = str(getattr(serialization_method, "value", serialization_method)).lower()
         if method not in SERIALIZATION_METHODS:
@@ -140,6 +153,7 @@ class TaskQueues:
         self._on_delivery: RequestSink | None = None
         self._unsent: deque[Result] = deque()
         self._killed = threading.Event()
+        self._waking = threading.Event()
         #: What a resumed run carried over (None in a new run); read it in a startup agent.
         self.resumed: Resumed | None = None
 
@@ -276,7 +290,7 @@ class TaskQueues:
         """The next of ``results``, looking every `_WAKE_S` whether the queues were stopped."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._killed.is_set():
+            if self._killed.is_set() or (deadline is None and self._waking.is_set()):
                 try:
                     return results.get_nowait()
                 except queue.Empty:
@@ -296,14 +310,28 @@ class TaskQueues:
         """
         self._killed.set()
 
+    def wake_blocked(self) -> None:
+        """Wake ``get_result`` calls without a timeout: with no result waiting, they raise.
+
+        They raise `KillSignalException` instead of blocking; calls with a timeout go on as
+        before. The thinker does this when it is done, so that an agent waiting for results without
+        a timeout wakes while result processors still drain what is in flight.
+        `reset_kill_signal` undoes it.
+        """
+        self._waking.set()
+
     @property
     def killed(self) -> bool:
         """Whether `send_kill_signal` was called (and not reset since)."""
         return self._killed.is_set()
 
     def reset_kill_signal(self) -> None:
-        """Let ``get_result`` block again after `send_kill_signal` (a thinker starting anew)."""
+        """Let ``get_result`` block again (a thinker starting anew).
+
+        Undoes `send_kill_signal` and `wake_blocked`.
+        """
         self._killed.clear()
+        self._waking.clear()
 
     def wait_for_kill_signal(self, timeout: float | None = None) -> bool:
         """Block until `send_kill_signal` is called; False on timeout."""

@@ -67,10 +67,10 @@ class ResourceCounter:
         return self.allocated_slots(None)
 
     def check_pool(self, task: str | None) -> None:
-        """Raise ValueError naming the known task types if ``task`` is not one of them."""
+        """Raise `UnknownPoolError` naming the known task types if ``task`` is not one of them."""
         if task not in self._allocated:
             known = ", ".join(repr(t) for t in self._types) or "none"
-            raise ValueError(
+            raise UnknownPoolError(
                 f"unknown task type {task!r}; known task types: {known} (None: unallocated)"
             )
 
@@ -90,13 +90,13 @@ class ResourceCounter:
         self,
         task: str | None,
         n_slots: int,
-        timeout: float | None = None,
+        timeout: float = -1.0,
         cancel_if: threading.Event | None = None,
     ) -> bool:
         """Take ``n_slots`` free slots of ``task``'s pool, waiting until they are free.
 
-        ``timeout`` (seconds) None or negative waits for ever, 0 does not wait; the wait also
-        ends as soon as ``cancel_if`` is set. Returns whether the slots were taken.
+        A ``timeout`` (seconds) of 0 or less waits for ever, as in Colmena; the wait also ends
+        as soon as ``cancel_if`` is set. Returns whether the slots were taken.
         """
         _check_count(n_slots)
         self.check_pool(task)
@@ -110,7 +110,7 @@ class ResourceCounter:
         task: str | None = None,
         n_slots: int = 1,
         rerequest: bool = False,
-        timeout: float | None = None,
+        timeout: float = -1.0,
     ) -> bool | None:
         """Give back ``n_slots`` acquired slots of ``task``'s pool.
 
@@ -130,18 +130,22 @@ class ResourceCounter:
             self._cond.notify_all()
         return self.acquire(task, n_slots, timeout) if rerequest else None
 
-    def reallocate(
+    def reallocate(  # noqa: PLR0917 - Colmena's signature, positional arguments included
         self,
         task_from: str | None,
         task_to: str | None,
         n_slots: SlotCount,
-        timeout: float | None = None,
+        block: bool = True,
+        callback: Callable[[], None] | None = None,
+        timeout: float = -1.0,
         cancel_if: threading.Event | None = None,
     ) -> bool:
         """Move ``n_slots`` slots from one pool to another, once they are free in the first.
 
         ``None`` names the unallocated pool; ``n_slots="all"`` moves every slot allocated to
-        ``task_from``. Waits as `acquire` does; returns whether the slots moved.
+        ``task_from``. Waits as `acquire` does and returns whether the slots moved; with
+        ``block=False`` it moves them in a daemon thread, which calls ``callback()`` once they
+        moved, and returns True at once.
         """
         self.check_pool(task_from)
         self.check_pool(task_to)
@@ -155,6 +159,15 @@ class ResourceCounter:
             raise ValueError(f"cannot move slots from pool {task_from!r} to itself")
         if n_slots != "all":
             _check_count(n_slots)
+        if not block:
+
+            def move_then_call_back() -> None:
+                self.reallocate(task_from, task_to, n_slots, True, None, timeout, cancel_if)
+                if callback is not None:
+                    callback()
+
+            threading.Thread(target=move_then_call_back, daemon=True).start()
+            return True
         with self._cond:
             moved = self._take(task_from, n_slots, timeout, cancel_if)
             if moved is None:
@@ -215,30 +228,90 @@ class ResourceCounter:
         self,
         pool: str | None,
         n_slots: SlotCount,
-        timeout: float | None,
+        timeout: float,
         cancel_if: threading.Event | None,
     ) -> int | None:
         """Wait in line for free slots of ``pool`` and take them; call with the lock held."""
-        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        deadline = None if timeout is None or timeout <= 0 else time.monotonic() + timeout
         ticket = object()
         line = self._lines[pool]
         line.append(ticket)
         try:
-            while cancel_if is None or not cancel_if.is_set():
+            while True:
                 wanted = self._allocated[pool] if n_slots == "all" else n_slots
                 if line[0] is ticket and self._available[pool] >= wanted:
                     self._available[pool] -= wanted
                     return wanted
+                if cancel_if is not None and cancel_if.is_set():  # abandons a wait, only
+                    return None
                 wait = None if deadline is None else deadline - time.monotonic()
                 if wait is not None and wait <= 0:
                     return None
                 if cancel_if is not None:  # an Event cannot notify our condition
                     wait = REACTION_S if wait is None else min(wait, REACTION_S)
                 self._cond.wait(wait)
-            return None
         finally:
             line.remove(ticket)
             self._cond.notify_all()
+
+
+class UnknownPoolError(KeyError, ValueError):
+    """A task type the `ResourceCounter` was not created with (Colmena raises KeyError)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ReallocatorThread(threading.Thread):
+    """Colmena's thread that lends slots to a pool while an event is unset.
+
+    Until ``stop_event`` is set, it moves ``slot_step`` slots at a time from ``gather_from``
+    to ``gather_to`` (up to ``max_slots`` there); once set, it moves every slot of
+    ``gather_to`` to ``disperse_to``. ``cancel_if`` (colmena-fed's addition) abandons that
+    last move, e.g. the thinker's ``done``, so that a campaign ending does not leave it
+    waiting for slots that are never released.
+    """
+
+    def __init__(  # noqa: PLR0917 - Colmena's signature, positional arguments included
+        self,
+        resource_counter: ResourceCounter,
+        gather_from: str | None,
+        gather_to: str | None,
+        disperse_to: str | None,
+        max_slots: int | None = None,
+        stop_event: threading.Event | None = None,
+        slot_step: int = 1,
+        logger_name: str | None = None,
+        *,
+        cancel_if: threading.Event | None = None,
+    ) -> None:
+        """Set up the lending; `start` begins it."""
+        super().__init__(daemon=True, name=f"reallocate:{gather_from}->{gather_to}")
+        self.resource_counter = resource_counter
+        self.gather_from = gather_from
+        self.gather_to = gather_to
+        self.disperse_to = disperse_to
+        self.max_slots = max_slots
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+        self.slot_step = slot_step
+        self.cancel_if = cancel_if
+        self.logger = logger if logger_name is None else logging.getLogger(logger_name)
+
+    def run(self) -> None:
+        """Gather until ``stop_event`` is set (or the cap is reached), then disperse."""
+        rec = self.resource_counter
+        while not self.stop_event.is_set():
+            have = rec.allocated_slots(self.gather_to)
+            if self.max_slots is not None and have >= self.max_slots:
+                break
+            step = self.slot_step
+            if self.max_slots is not None:  # never past the cap (Colmena's last step can be)
+                step = min(step, self.max_slots - have)
+            rec.reallocate(self.gather_from, self.gather_to, step, cancel_if=self.stop_event)
+        self.stop_event.wait()
+        if self.disperse_to != self.gather_to:
+            rec.reallocate(self.gather_to, self.disperse_to, "all", cancel_if=self.cancel_if)
+        self.logger.info("slots of %r went back to %r", self.gather_to, self.disperse_to)
 
 
 def _check_count(n_slots: object) -> None:

@@ -5,7 +5,8 @@ A thinker is a `BaseThinker` subclass whose agent methods are marked with `agent
 descriptor (`Agent` and its subclasses) that records itself in the owning class's registry,
 so subclasses inherit agents and may override them. Running the thinker starts every agent
 in its own thread; the thinker ends when any non-startup agent returns, when an agent raises
-(the exception is re-raised from `BaseThinker.run`) or on Ctrl+C. Task submitters and event
+(the exception is re-raised from `BaseThinker.run`) or on Ctrl+C. On a normal end, result
+processors first drain the results still in flight, as in Colmena. Task submitters and event
 responders take and move slots of a `ResourceCounter` (see `colmena_fed.resources`).
 """
 
@@ -22,12 +23,13 @@ from typing import Any, ClassVar, overload
 
 from colmena_fed.exceptions import KillSignalException, TimeoutException
 from colmena_fed.queues import TaskQueues
-from colmena_fed.resources import REACTION_S, ResourceCounter
+from colmena_fed.resources import REACTION_S, ReallocatorThread, ResourceCounter
 
 __all__ = [
     "Agent",
     "BaseThinker",
     "EventResponder",
+    "ReallocatorThread",
     "ResourceCounter",
     "ResultProcessor",
     "TaskSubmitter",
@@ -167,10 +169,18 @@ class ResultProcessor(Agent):
             )
 
     def run(self, thinker: BaseThinker) -> None:
-        """Take results of the topic and process each until ``done`` is set."""
-        while not thinker.done.is_set():
+        """Process results of the topic until the thinker is done and nothing is in flight.
+
+        As in Colmena, results of tasks sent before ``done`` are still processed once it is
+        set (once every task submitter has returned, too); an agent raising or Ctrl+C stops
+        it at once.
+        """
+        queues = thinker.queues
+        while not (thinker.done.is_set() and thinker.submitters_done.is_set()) or (
+            queues.active_count > 0
+        ):
             try:
-                result = thinker.queues.get_result(self.topic, timeout=_REACTION_S)
+                result = queues.get_result(self.topic, timeout=_REACTION_S)
             except TimeoutException:
                 continue
             except KillSignalException:
@@ -265,7 +275,7 @@ class EventResponder(Agent):
     def run(self, thinker: BaseThinker) -> None:
         """Respond each time the event is set, until ``done`` is set."""
         event: threading.Event = getattr(thinker, self.event_name)
-        barrier = thinker._barriers[self.event_name]
+        barrier = thinker.barriers[self.event_name]
         while not thinker.done.is_set():
             if not event.wait(_REACTION_S) or thinker.done.is_set():
                 continue
@@ -280,29 +290,25 @@ class EventResponder(Agent):
                 return
 
     def _respond_with_slots(self, thinker: BaseThinker) -> None:
-        rec = self._counter(thinker)
         limit = None
         if self.max_slots is not None:
             limit = self._count_attribute(thinker, "max_slots", self.max_slots)
-        stop = threading.Event()
-
-        def gather() -> None:
-            while not stop.is_set():
-                have = rec.allocated_slots(self.gather_to)
-                if limit is not None and have >= limit:
-                    return
-                step = self.slot_step if limit is None else min(self.slot_step, limit - have)
-                rec.reallocate(self.gather_from, self.gather_to, step, cancel_if=stop)
-
-        gatherer = threading.Thread(target=gather, daemon=True, name=f"{self.name}.gather")
-        gatherer.start()
+        lender = ReallocatorThread(
+            self._counter(thinker),
+            self.gather_from,
+            self.gather_to,
+            self.disperse_to,
+            limit,
+            slot_step=self.slot_step,
+            logger_name=f"{thinker.logger.name}.allocate",
+            cancel_if=thinker.done,
+        )
+        lender.start()
         try:
             self.func(thinker)
         finally:
-            stop.set()
-            gatherer.join()
-        if self.disperse_to != self.gather_to:
-            rec.reallocate(self.gather_to, self.disperse_to, "all", cancel_if=thinker.done)
+            lender.stop_event.set()
+            lender.join()
 
 
 @overload
@@ -449,6 +455,8 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
         queues: Queues to the task server.
         rec: Resource counter shared by the agents, if any.
         done: Set to stop every agent; set when a non-startup agent returns.
+        submitters_done: Set once every task submitter has returned (at once if none).
+        barriers: Per event name, the barrier its event responders meet before it clears.
         exception: The first exception an agent raised in the last run, if any.
         failed_agent: ``Class.agent`` name of the agent that raised `exception`, if any.
         interrupted: Whether the last run was stopped by Ctrl+C.
@@ -459,31 +467,35 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
 
     def __init__(
         self,
-        queues: TaskQueues,
+        queue: TaskQueues,
         resource_counter: ResourceCounter | None = None,
         daemon: bool = True,
         logger_name: str | None = None,
+        **kwargs: Any,
     ) -> None:
         """Create the thinker; its agents are checked once construction ends.
 
         Args:
-            queues: Queues to the task server.
+            queue: Queues to the task server (Colmena's name for the argument).
             resource_counter: Slots shared by task submitters and event responders.
             daemon: Whether the thinker's thread (``start``) is a daemon thread.
             logger_name: Name of the thinker's logger (default: module.ClassName).
+            **kwargs: Passed to `threading.Thread` (``name`` defaults to the class name).
         """
-        super().__init__(daemon=daemon, name=type(self).__name__)
-        self.queues = queues
+        super().__init__(daemon=daemon, **{"name": type(self).__name__, **kwargs})
+        self.queues = queue
         self.rec = resource_counter
         self.logger_name = logger_name
         self.done = threading.Event()
+        self.submitters_done = threading.Event()
         self.exception: BaseException | None = None
         self.failed_agent: str | None = None
         self.interrupted = False
         self.local_details = _AgentData(self.make_logger())
-        self._barriers: dict[str, threading.Barrier] = {}
+        self.barriers: dict[str, threading.Barrier] = {}
         self._state_lock = threading.Lock()
         self._running = 0
+        self._submitting = 0
         self._finished = threading.Event()
 
     @property
@@ -542,11 +554,16 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
         self.failed_agent = None
         self.interrupted = False
         counts = Counter(a.event_name for a in agents if isinstance(a, EventResponder))
-        self._barriers = {
+        self.barriers = {
             name: threading.Barrier(n, action=getattr(self, name).clear)
             for name, n in counts.items()
         }
         self._running = len(agents)
+        self._submitting = sum(isinstance(a, TaskSubmitter) for a in agents)
+        if self._submitting:
+            self.submitters_done.clear()
+        else:
+            self.submitters_done.set()
         self.queues.reset_kill_signal()
         threads = [
             threading.Thread(
@@ -561,12 +578,22 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
             while threads and not self.done.wait(_REACTION_S):  # timed: Ctrl+C is seen promptly
                 pass
         except KeyboardInterrupt:
-            self.interrupted = True
-            self.logger.warning("interrupted (Ctrl+C): stopping every agent")
+            self._interrupt()
         finally:
             self.done.set()
-            self.queues.send_kill_signal()  # wakes agents blocked in get_result
+            if self.exception is not None:
+                self.queues.send_kill_signal()  # an agent raised: stop now, drain nothing
+            else:
+                self.queues.wake_blocked()  # result processors drain what is in flight
             self._stop_agents([t for t in threads if t.ident is not None])
+            self.queues.send_kill_signal()  # a task server's join() returns
+
+    def _interrupt(self) -> None:
+        """Ctrl+C: stop every agent now (result processors too, whatever is in flight)."""
+        self.interrupted = True
+        self.logger.warning("interrupted (Ctrl+C): stopping every agent")
+        self.done.set()
+        self.queues.send_kill_signal()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the thinker's thread; on Ctrl+C, set ``done`` and wait for it to stop.
@@ -582,26 +609,41 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
                     return
                 self._finished.wait(left)
         except KeyboardInterrupt:
-            self.interrupted = True
-            self.logger.warning("interrupted (Ctrl+C): stopping every agent")
-            self.done.set()
+            self._interrupt()
             self._finished.wait()
         super().join()
 
     def _stop_agents(self, threads: list[threading.Thread]) -> None:
-        for barrier in self._barriers.values():
+        for barrier in self.barriers.values():
             barrier.abort()
-        try:
-            while alive := [t for t in threads if t.is_alive()]:
-                alive[0].join(_STOP_WARN_S)
-                if alive[0].is_alive():
-                    names = ", ".join(t.name for t in alive)
-                    self.logger.warning("waiting for agents %s to see `done` and return", names)
-        except KeyboardInterrupt:
-            names = ", ".join(t.name for t in threads if t.is_alive())
-            self.logger.error("interrupted again: leaving agents %s running (daemons)", names)
-        else:
+        while True:
+            try:
+                self._join_agents(threads)
+            except KeyboardInterrupt:
+                if not self.interrupted:
+                    self._interrupt()
+                    continue
+                names = ", ".join(t.name for t in threads if t.is_alive())
+                self.logger.error("interrupted again: leaving agents %s running (daemons)", names)
+                return
             self.logger.info("all agents stopped")
+            return
+
+    def _join_agents(self, threads: list[threading.Thread]) -> None:
+        while alive := [t for t in threads if t.is_alive()]:
+            alive[0].join(_STOP_WARN_S)
+            if alive[0].is_alive():
+                names = ", ".join(t.name for t in alive)
+                in_flight = self.queues.active_count
+                if in_flight and not self.queues.killed:
+                    self.logger.warning(
+                        "waiting for %d results in flight (agents %s process them; Ctrl+C "
+                        "stops now)",
+                        in_flight,
+                        names,
+                    )
+                else:
+                    self.logger.warning("waiting for agents %s to see `done` and return", names)
 
     def _run_agent(self, spec: Agent) -> None:
         self.local_details.name = spec.name
@@ -627,6 +669,10 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
             with self._state_lock:
                 self._running -= 1
                 last = self._running == 0
+                if isinstance(spec, TaskSubmitter):
+                    self._submitting -= 1
+                    if self._submitting == 0:
+                        self.submitters_done.set()
             if failed or last or not spec.startup:
                 self.done.set()
             self.logger.info("%s ended", spec.name)

@@ -169,7 +169,7 @@ def test_a_resource_counter_follows_the_federations_gpu_capacity() -> None:
     with TaskServer(queues, SitesConfig.from_dict({"sites": sites}), METHODS) as server:
         counter.follow(server, slot="gpu", pool="train", on_change=seen.append)
         assert counter.allocated_slots("train") == 2
-        assert counter.acquire("train", 2, timeout=0)
+        assert counter.acquire("train", 2, timeout=1)
         world = server.world
         assert world is not None
         world.run(until=15)
@@ -282,12 +282,12 @@ def test_a_followed_pool_waits_for_capacity_instead_of_refusing() -> None:
     with TaskServer(TaskQueues(), SitesConfig.from_dict({"sites": sites}), METHODS) as server:
         counter.follow(server, slot="gpu", pool="train")
         assert counter.allocated_slots("train") == 0
-        assert counter.acquire("train", 1, timeout=0) is False
+        assert counter.acquire("train", 1, timeout=0.05) is False
         with pytest.raises(ValueError, match="follows the federation's capacity"):
             counter.reallocate("train", "infer", 1)
         assert server.world is not None
         server.world.run()
-        assert counter.acquire("train", 2, timeout=0)
+        assert counter.acquire("train", 2, timeout=1)
 
 
 def test_a_failing_capacity_watcher_does_not_stop_status_handling() -> None:

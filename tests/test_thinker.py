@@ -83,7 +83,7 @@ def test_acquire_release_within_a_pool() -> None:
     assert rec.available_slots("sim") == 1, "a failed acquire takes nothing"
     assert rec.acquire("sim", 0)
     rec.release("sim", 2)
-    assert rec.acquire("sim", 3, timeout=0)
+    assert rec.acquire("sim", 3, timeout=1)
 
 
 def test_acquire_waits_for_release() -> None:
@@ -100,7 +100,7 @@ def test_release_with_rerequest() -> None:
     rec = ResourceCounter(2, ["sim"])
     rec.reallocate(None, "sim", 2)
     assert rec.acquire("sim", 2)
-    assert rec.release("sim", 2, rerequest=True, timeout=0)
+    assert rec.release("sim", 2, rerequest=True, timeout=1)
     assert rec.available_slots("sim") == 0
     assert rec.release("sim", 1) is None
 

@@ -101,7 +101,7 @@ class ActiveLearner(BaseThinker):
             self.submitted = resumed.count(method="simulate")
             waiting = [task for task in resumed.outstanding if task.method == "simulate"]
             # Their results release a slot each, as those of the tasks sent now do.
-            self.slots.acquire("simulate", min(len(waiting), self.slots.total_slots), timeout=0)
+            self.slots.acquire("simulate", min(len(waiting), self.slots.total_slots))
             self.training_in_flight = any(t.method == "train" for t in resumed.outstanding)
         super().run()
 

@@ -10,8 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from colmena_fed.compat import ResourceRequirements
     from colmena_fed.errors import ColmenaFedError, ConfigError, SiteError
-    from colmena_fed.methods import Method
+    from colmena_fed.exceptions import KillSignalException, TimeoutException
+    from colmena_fed.methods import Method, PythonMethod
     from colmena_fed.models import (
         Attempt,
         FailureInfo,
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
         WorkerInfo,
     )
     from colmena_fed.queues import TaskQueues
+    from colmena_fed.resources import ReallocatorThread
     from colmena_fed.server import TaskServer
     from colmena_fed.sites import SitesConfig
     from colmena_fed.thinker import (
@@ -34,10 +37,14 @@ if TYPE_CHECKING:
 
 #: The module that defines each public name.
 _HOMES = {
+    "ResourceRequirements": "compat",
     "ColmenaFedError": "errors",
     "ConfigError": "errors",
     "SiteError": "errors",
+    "KillSignalException": "exceptions",
+    "TimeoutException": "exceptions",
     "Method": "methods",
+    "PythonMethod": "methods",
     "Attempt": "models",
     "FailureInfo": "models",
     "ResourceRequest": "models",
@@ -45,6 +52,7 @@ _HOMES = {
     "Timestamps": "models",
     "WorkerInfo": "models",
     "TaskQueues": "queues",
+    "ReallocatorThread": "resources",
     "TaskServer": "server",
     "SitesConfig": "sites",
     "BaseThinker": "thinker",
@@ -61,14 +69,19 @@ __all__ = [
     "ColmenaFedError",
     "ConfigError",
     "FailureInfo",
+    "KillSignalException",
     "Method",
+    "PythonMethod",
+    "ReallocatorThread",
     "ResourceCounter",
     "ResourceRequest",
+    "ResourceRequirements",
     "Result",
     "SiteError",
     "SitesConfig",
     "TaskQueues",
     "TaskServer",
+    "TimeoutException",
     "Timestamps",
     "WorkerInfo",
     "agent",

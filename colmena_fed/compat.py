@@ -22,10 +22,36 @@ class SerializationMethod(str, Enum):
     PICKLE = "pickle"
 
 
+class ResourceRequirements(BaseModel):
+    """Colmena's per-task resource request: nodes, and processes and threads per node.
+
+    Given to ``send_inputs(resources=...)``, anything beyond one process on one node becomes
+    the task's Globus Compute resource specification (``num_nodes``, ``ranks_per_node``),
+    which only MPI sites accept; ``cpu_threads`` is not sent (a method reads it itself).
+    """
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    node_count: int = Field(default=1, ge=1, description="Nodes the task spans.")
+    cpu_processes: int = Field(default=1, ge=1, description="Processes (ranks) per node.")
+    cpu_threads: int = Field(default=1, ge=1, description="Threads per process.")
+
+    @property
+    def total_ranks(self) -> int:
+        """Processes over all nodes."""
+        return self.node_count * self.cpu_processes
+
+    def specification(self) -> dict[str, int] | None:
+        """The Globus Compute resource specification this asks for; None for one process."""
+        if self.total_ranks == 1:
+            return None
+        return {"num_nodes": self.node_count, "ranks_per_node": self.cpu_processes}
+
+
 class FailureInformation(BaseModel):
     """Colmena's view of a failure: the exception as text, and its traceback."""
 
-    exception: str = Field(description="The exception, as 'Type: message'.")
+    exception: str = Field(description="The exception, as ``repr`` writes it: Type('message').")
     traceback: str | None = Field(default=None, description="The traceback, if there is one.")
 
 

@@ -40,3 +40,7 @@ class SiteError(ColmenaFedError):
 
 class JournalError(ColmenaFedError):
     """A run directory's journal cannot be used; the message names the file and what to do."""
+
+
+class UnsupportedError(ColmenaFedError, TypeError):
+    """A Colmena name that has no meaning in colmena-fed; the message names the replacement."""

@@ -1,8 +1,13 @@
-"""Methods: the task functions a task server can run, and what each needs from a site."""
+"""Methods: the task functions a task server can run, and what each needs from a site.
+
+A task server takes them as `Method`, as bare functions, or as Colmena gives them to its
+``ParslTaskServer``: ``(function, {'executors': ['gpu']})`` pairs, where the one executor
+label names the slot kind, and `PythonMethod` objects.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,14 +39,56 @@ class Method:
             object.__setattr__(self, "name", self.function.__name__)
 
 
-MethodLike = Method | Callable[..., Any]
+class PythonMethod(Method):
+    """Colmena's ``PythonMethod(function, name=None)``: a `Method` for a 'cpu' slot."""
+
+    def __init__(self, function: Callable[..., Any], name: str | None = None) -> None:
+        """Wrap ``function``, named ``name`` (default: the function's name)."""
+        super().__init__(function, name=name or "")
+
+
+MethodLike = Method | Callable[..., Any] | tuple[Callable[..., Any], Mapping[str, Any]]
+
+
+def as_method(item: MethodLike) -> Method:
+    """One method as a task server is given it: a `Method`, a function, or Colmena's pair."""
+    if isinstance(item, Method):
+        return item
+    if isinstance(item, tuple):
+        return _from_colmena_pair(item)
+    return Method(item)
+
+
+def _from_colmena_pair(pair: tuple[Any, ...]) -> Method:
+    """``(function, {'executors': [label]})``, as Colmena's ParslTaskServer takes a method."""
+    if len(pair) != 2 or not isinstance(pair[1], Mapping):
+        raise TypeError(f"a method pair is (function, {{'executors': [...]}}), got {pair!r}")
+    function, options = pair
+    name = getattr(function, "__name__", repr(function))
+    unknown = set(options) - {"executors"}
+    if unknown:
+        raise ValueError(
+            f"method {name}: options {sorted(unknown)} have no meaning here; only 'executors' "
+            "(the slot kind the method needs) is read; give retries with "
+            "Method(function, max_retries=...)"
+        )
+    executors = options.get("executors", "all")
+    if executors == "all":
+        return Method(function)
+    labels = [executors] if isinstance(executors, str) else list(executors)
+    if len(labels) != 1:
+        raise ValueError(
+            f"method {name}: executors={executors!r}; a method needs one slot kind here "
+            "(a site may offer several): name one, e.g. {'executors': ['gpu']}"
+        )
+    return Method(function, slot=labels[0])
 
 
 def as_methods(methods: Iterable[MethodLike]) -> dict[str, Method]:
     """Index methods by name; a bare function needs a 'cpu' slot. Duplicate names are an error."""
     indexed: dict[str, Method] = {}
     for item in methods:
-        method = item if isinstance(item, Method) else Method(item)
+        method = as_method(item)
         if method.name in indexed:
             raise ValueError(
                 f"two methods are named {method.name!r}; give one another name with "

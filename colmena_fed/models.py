@@ -334,11 +334,11 @@ class Result(BaseModel):
 
     @property
     def failure_info(self) -> FailureInformation | None:
-        """Colmena's ``failure_info`` (the exception as 'Type: message'), from `failure`."""
+        """Colmena's ``failure_info`` (the exception as Type('message')), from `failure`."""
         failure = self.failure
         if failure is None:
             return None
-        text = f"{failure.exception_type}: {failure.message}"
+        text = f"{failure.exception_type}({failure.message!r})"
         return FailureInformation(exception=text, traceback=failure.traceback)
 
     @property

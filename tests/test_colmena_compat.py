@@ -12,10 +12,13 @@ import numpy as np
 import psutil
 import pytest
 from conftest import ENDPOINTS, drain
-from sample_methods import double
+from sample_methods import double, fail, nap
 
 from colmena_fed import (
     BaseThinker,
+    PythonMethod,
+    ResourceCounter,
+    ResourceRequirements,
     Result,
     SitesConfig,
     TaskQueues,
@@ -23,7 +26,13 @@ from colmena_fed import (
     agent,
     result_processor,
 )
+from colmena_fed.colmena.models.methods import ExecutableMethod
+from colmena_fed.colmena.queue.redis import RedisQueues
+from colmena_fed.colmena.task_server import ParslTaskServer
+from colmena_fed.errors import UnsupportedError
 from colmena_fed.exceptions import KillSignalException, TimeoutException
+from colmena_fed.methods import as_methods
+from colmena_fed.queues import as_resource_request
 
 
 def sim_federation() -> SitesConfig:
@@ -72,26 +81,35 @@ def test_get_result_raises_colmenas_timeout_and_wakes_on_the_kill_signal() -> No
     assert not issubclass(KillSignalException, Exception)  # an `except Exception` lets it by
 
 
-class RaisesWhileOtherWaits(BaseThinker):
-    """One agent waits for results with no timeout; the other raises."""
+class EndsWhileOtherWaits(BaseThinker):
+    """One agent waits for results with no timeout; the other returns or raises."""
+
+    def __init__(self, queues: TaskQueues, raises: bool) -> None:
+        super().__init__(queues)
+        self.raises = raises
 
     @agent
     def waits(self) -> None:
         self.queues.get_result(topic="thinker")
 
     @agent
-    def fails(self) -> None:
+    def ends(self) -> None:
         time.sleep(0.2)
-        raise ValueError("an agent failed")
+        if self.raises:
+            raise ValueError("an agent failed")
 
 
-def test_an_agent_blocked_in_get_result_is_woken_when_the_thinker_stops() -> None:
-    thinker = RaisesWhileOtherWaits(TaskQueues(topics=["thinker"]))
-    started = time.monotonic()
-    with pytest.raises(ValueError, match="an agent failed"):
+@pytest.mark.timeout(30)  # without the wake, `waits` blocks for ever
+@pytest.mark.parametrize("raises", [True, False], ids=["raises", "returns"])
+def test_an_agent_blocked_in_get_result_is_woken_when_the_thinker_stops(raises: bool) -> None:
+    thinker = EndsWhileOtherWaits(TaskQueues(topics=["thinker"]), raises)
+    if raises:
+        with pytest.raises(ValueError, match="an agent failed"):
+            thinker.run()
+        assert thinker.failed_agent == "EndsWhileOtherWaits.ends"
+    else:
         thinker.run()
-    assert time.monotonic() - started < 5  # it never waits for ever; 'within a second' in use
-    assert thinker.failed_agent == "RaisesWhileOtherWaits.fails"
+        assert thinker.exception is None
 
 
 class Batch(BaseThinker):
@@ -138,8 +156,61 @@ def test_a_record_writes_colmenas_json_with_numpy_inputs_and_values() -> None:
     written = json.loads(result.json(exclude={"inputs"}))
     assert "inputs" not in written
     assert written["value"] == [0, 2, 4]
-    assert written["failure_info"]["exception"] == "ValueError: bad input"
+    assert written["failure_info"]["exception"] == "ValueError('bad input')"
     assert written["timestamp"]["created"] == result.timestamps.created
     assert json.loads(result.json())["inputs"] == [[[0, 1, 2]], {"scale": 2.0}]
     assert result.inputs[1] == {"scale": 2.0}
     assert result.complete is True
+
+
+def test_colmenas_method_forms_name_the_slot_and_bad_ones_are_refused() -> None:
+    methods = as_methods(
+        [(double, {"executors": ["gpu"]}), PythonMethod(fail, name="fails"), (nap, {})]
+    )
+    assert {name: m.slot for name, m in methods.items()} == {
+        "double": "gpu",
+        "fails": "cpu",
+        "nap": "cpu",
+    }
+    with pytest.raises(ValueError, match=r"method double: executors=\['cpu', 'gpu'\]; .* one"):
+        as_methods([(double, {"executors": ["cpu", "gpu"]})])
+    with pytest.raises(ValueError, match=r"method double: options \['timeout'\]"):
+        as_methods([(double, {"timeout": 3})])
+    with pytest.raises(TypeError, match="a method pair is"):
+        as_methods([(double, "gpu")])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("refused", "replacement"),
+    [
+        (ParslTaskServer, r"TaskServer\(queues, SitesConfig.from_yaml"),
+        (RedisQueues, r"use TaskQueues\(topics=\[\.\.\.\]\)"),
+        (ExecutableMethod, r"subprocess.run"),
+    ],
+)
+def test_colmena_names_without_meaning_here_name_their_replacement(
+    refused: type, replacement: str
+) -> None:
+    with pytest.raises(UnsupportedError, match=f"{refused.__name__} has no meaning.*{replacement}"):
+        refused([double], TaskQueues(), None)
+
+
+def test_resource_counter_waits_and_moves_slots_as_colmenas() -> None:
+    rec = ResourceCounter(2, ["sim", "train"])
+    moved = threading.Event()
+    assert rec.reallocate(None, "sim", 2, False, moved.set)  # block=False returns at once
+    assert moved.wait(5)
+    assert rec.allocated_slots("sim") == 2
+    assert rec.acquire("sim", 2)
+    threading.Timer(0.1, rec.release, args=("sim", 1)).start()
+    assert rec.acquire("sim", 1, timeout=0)  # 0 waits for ever, as in Colmena
+    with pytest.raises(KeyError, match="unknown task type 'infer'"):
+        rec.allocated_slots("infer")
+
+
+def test_colmenas_resource_requirements_become_a_resource_specification() -> None:
+    plain = as_resource_request(ResourceRequirements(cpu_threads=4))
+    assert plain.specification is None
+    mpi = as_resource_request({"node_count": 2, "cpu_processes": 4})
+    assert mpi.specification == {"num_nodes": 2, "ranks_per_node": 4}
+    assert ResourceRequirements(node_count=2, cpu_processes=4).total_ranks == 8

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from conftest import ENDPOINTS, REPO, RunningTestbed, drain
+from conftest import ENDPOINTS, REPO, RunningTestbed, drain, run_processes, still_running
 from sample_methods import hold
 
 from colmena_fed import Method, SitesConfig, TaskQueues, TaskServer
@@ -55,52 +55,6 @@ def sites_yaml(tmp_path: Path, backend: str, testbed: RunningTestbed | None) -> 
     path = tmp_path / "sites.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def run_processes(pid: int, run_dir: Path) -> dict[int, psutil.Process]:
-    """The processes of a run: its thinker's descendants, those that name its run directory
-    (a worker pool, re-parented when its launcher exits) and theirs, and the thinker's guard."""
-    found: dict[int, psutil.Process] = {}
-    roots = [p for p in psutil.process_iter(["cmdline"]) if _names(p, str(run_dir), pid)]
-    for root in roots:
-        found[root.pid] = root
-        for child in _children(root):
-            found[child.pid] = child
-    with contextlib.suppress(psutil.NoSuchProcess):
-        for child in _children(psutil.Process(pid)):
-            found[child.pid] = child
-    found.pop(pid, None)
-    return found
-
-
-def _names(process: psutil.Process, run_dir: str, pid: int) -> bool:
-    words = process.info["cmdline"] or []
-    guard = "colmena_fed.guard" in words and str(pid) in words
-    return guard or any(run_dir in word for word in words)
-
-
-def _children(process: psutil.Process) -> list[psutil.Process]:
-    try:
-        return process.children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def still_running(processes: dict[int, psutil.Process], within: float = 30.0) -> list[str]:
-    """The command lines of ``processes`` still running after ``within`` seconds at most."""
-    deadline = time.monotonic() + within
-    alive = list(processes.values())
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.1)
-        alive = [p for p in alive if _alive(p)]
-    return [" ".join(p.cmdline()) for p in alive if _alive(p)]
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def environment() -> dict[str, str]:

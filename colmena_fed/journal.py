@@ -47,6 +47,7 @@ from typing import Any
 import dill
 
 from colmena_fed.errors import JournalError
+from colmena_fed.files import private_dir
 from colmena_fed.models import Result
 from colmena_fed.records import FIELDS, pack
 
@@ -93,13 +94,6 @@ class RunIdentity:
         if missing:
             found.append(f"methods the journal names that this run lacks: {', '.join(missing)}")
         return found
-
-
-def private_dir(path: Path) -> Path:
-    """Make ``path`` (and missing parents) a directory only its owner can enter (0700)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-    return path
 
 
 class Journal:

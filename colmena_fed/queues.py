@@ -63,6 +63,29 @@ def as_resource_request(resources: ResourcesLike, site: str | None = None) -> Re
     return request
 
 
+def _check_arguments(
+    topic: object, input_kwargs: object, resources: object, priority: object, retries: object
+) -> None:
+    """Refuse, naming the argument, what `TaskQueues.send_inputs` cannot take."""
+    if not isinstance(topic, str):
+        raise TypeError(f"topic={topic!r}: a topic is one name (a str)")
+    if input_kwargs is not None and not isinstance(input_kwargs, Mapping):
+        raise TypeError(
+            f"input_kwargs={input_kwargs!r}: keyword inputs are a dict of name to value; pass "
+            "positional inputs as send_inputs(*args, method=...)"
+        )
+    if resources is not None and not isinstance(
+        resources, (str, Mapping, ResourceRequest, ResourceRequirements)
+    ):
+        raise TypeError(
+            f"resources={resources!r}: pass a slot kind ('gpu'), a dict such as "
+            "{'slot': 'gpu', 'site': 'polaris'}, a ResourceRequest or a ResourceRequirements"
+        )
+    for name, value in (("priority", priority), ("max_retries", retries)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"{name}={value!r}: pass an integer (or None for the default)")
+
+
 @dataclass(frozen=True)
 class Resumed:
     """What a resumed run carried over from the thinker that died, for the new one to read.
@@ -222,6 +245,7 @@ class TaskQueues:
                 method's own ``max_retries``); the method raising is never retried.
             priority: Dispatch rank among pending tasks (default: the topic's priority).
         """
+        _check_arguments(topic, input_kwargs, resources, priority, max_retries)
         self._check_topic(topic)
         # Only what differs from the defaults: a record holds ~100k pending tasks' worth of
         # these, and pydantic keeps a set of the fields given to each.

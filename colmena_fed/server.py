@@ -38,7 +38,8 @@ from colmena_fed.backends.sim import SimWorld
 from colmena_fed.capacity import CapacityCallback, CapacityWatchers
 from colmena_fed.data import DataPlane
 from colmena_fed.dispatcher import Dispatcher, SiteCounts
-from colmena_fed.journal import Contents, Journal, RunIdentity, private_dir
+from colmena_fed.files import private_dir
+from colmena_fed.journal import Contents, Journal, RunIdentity
 from colmena_fed.methods import Method, MethodLike, as_methods
 from colmena_fed.models import Result
 from colmena_fed.policies import Observations, make_policy

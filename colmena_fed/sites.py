@@ -21,7 +21,14 @@ from pydantic import (
 )
 
 from colmena_fed.errors import ConfigError
-from colmena_fed.stores import STORE_KINDS, DataConfig, EndpointStoreSpec, FileStoreSpec
+from colmena_fed.files import read_config_text
+from colmena_fed.stores import (
+    STORE_KINDS,
+    DataConfig,
+    EndpointStoreSpec,
+    FileStoreSpec,
+    RedisStoreSpec,
+)
 
 #: Globus Compute's limit on status requests: 20 per 10 s per client.
 GLOBUS_STATUS_RATE = 2.0
@@ -319,10 +326,9 @@ class SitesConfig(BaseModel):
     def from_yaml(cls, path: str | Path) -> SitesConfig:
         """Read a sites YAML; raises `ConfigError` naming the file, site and field at fault."""
         path = Path(path)
+        text = read_config_text(path, "sites YAML")
         try:
-            data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the sites YAML ({exc.strerror})") from exc
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         return cls.from_dict(data, source=path)
@@ -341,6 +347,8 @@ class SitesConfig(BaseModel):
         for spec in config.data.stores.values():
             if isinstance(spec, FileStoreSpec):
                 spec.path = (base / spec.path.expanduser()).resolve()
+            elif isinstance(spec, RedisStoreSpec) and spec.password_file is not None:
+                spec.password_file = (base / spec.password_file.expanduser()).resolve()
             elif isinstance(spec, EndpointStoreSpec) and spec.proxystore_dir is not None:
                 spec.proxystore_dir = (base / spec.proxystore_dir.expanduser()).resolve()
         for name, site in config.sites.items():

@@ -10,13 +10,20 @@ from uuid import UUID
 
 from globus_sdk.scopes import TransferScopes
 from proxystore.connectors.endpoint import EndpointConnector
-from proxystore.connectors.file import FileConnector
 from proxystore.connectors.globus import GlobusConnector, GlobusEndpoint
 from proxystore.connectors.multi import MultiConnector, Policy
-from proxystore.connectors.redis import RedisConnector
 from proxystore.globus.app import get_user_app, is_client_login
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
 
+from colmena_fed.connectors import PrivateFileConnector, SecureRedisConnector
 from colmena_fed.errors import ConfigError
 
 
@@ -37,6 +44,32 @@ class RedisStoreSpec(BaseModel):
     kind: Literal["redis"] = Field(description="'redis': a Redis server.")
     hostname: str = Field(default="127.0.0.1", description="Host name of the Redis server.")
     port: PositiveInt = Field(default=6379, description="Port of the Redis server.")
+    password_env: str | None = Field(
+        default=None,
+        description=(
+            "Environment variable holding the Redis password, read by every process that uses "
+            "the store (the thinker and the sites' workers); the password itself never goes "
+            "in the YAML."
+        ),
+    )
+    password_file: Path | None = Field(
+        default=None,
+        description=(
+            "File holding the Redis password (first line; mode 0600), at the same path "
+            "wherever the store is used; relative paths are relative to the YAML."
+        ),
+    )
+    tls: bool = Field(default=False, description="Connect with TLS.")
+    timeout_s: PositiveFloat = Field(
+        default=30.0,
+        description="Seconds a connection or a command may take before the store call fails.",
+    )
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> RedisStoreSpec:
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("give password_env or password_file, not both")
+        return self
 
 
 class EndpointStoreSpec(BaseModel):
@@ -196,9 +229,16 @@ def connector(name: str, stores: Mapping[str, AnyStoreSpec]) -> Any:
     """
     spec = stores[name]
     if isinstance(spec, FileStoreSpec):
-        return FileConnector(str(spec.path), clear=False)
+        return PrivateFileConnector(str(spec.path), clear=False)
     if isinstance(spec, RedisStoreSpec):
-        return RedisConnector(spec.hostname, spec.port)
+        return SecureRedisConnector(
+            spec.hostname,
+            spec.port,
+            password_env=spec.password_env,
+            password_file=None if spec.password_file is None else str(spec.password_file),
+            tls=spec.tls,
+            timeout_s=spec.timeout_s,
+        )
     if isinstance(spec, EndpointStoreSpec):
         home = None if spec.proxystore_dir is None else str(spec.proxystore_dir)
         return EndpointConnector([str(u) for u in spec.endpoints], home)

@@ -149,7 +149,28 @@ def run_packed(
     try:
         return pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
-        return report
+        pass
+    try:
+        dill.dumps(report[1])  # what Globus Compute's serializer will try
+    except Exception as exc:  # the method's fault, not the site's: one user failure
+        return _unserializable(report, key.rsplit("-", 1)[0], exc)
+    return report
+
+
+def _unserializable(report: tuple[Any, ...], method: str, exc: Exception) -> bytes:
+    """The report of a method whose return value cannot be sent back, as a failure."""
+    fields = list(report)
+    value = fields[1]
+    fields[:5] = [
+        False,
+        None,
+        "UnserializableResult",
+        f"method {method!r} returned a {type(value).__module__}.{type(value).__qualname__}, "
+        f"which cannot be serialized to send it back ({type(exc).__name__}: {exc}); return "
+        "plain data (numbers, strings, lists, dicts, arrays) instead",
+        None,
+    ]
+    return pickle.dumps(tuple(fields), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _resolved(value: Any) -> Any:
@@ -210,7 +231,14 @@ def pack_method(
     ``results`` says how the site's workers send back results too large to travel inline.
     Call it with the task's id first, then the method's inputs.
     """
-    packed = dill.dumps(function, recurse=True)  # a script's function takes its globals along
+    try:
+        packed = dill.dumps(function, recurse=True)  # a script's function takes its globals
+    except Exception as exc:
+        raise TypeError(
+            f"method {name!r} cannot be sent to the sites: pickling it with the globals it "
+            f"uses failed ({type(exc).__name__}: {exc}); open such objects (sockets, files, "
+            "clients) inside the method instead of at module level"
+        ) from exc
     key = f"{name}-{hashlib.sha256(packed).hexdigest()[:16]}"
     wrapper = functools.partial(run_packed, key, packed, results)
     wrapper.__name__ = name  # type: ignore[attr-defined]

@@ -32,6 +32,8 @@ usage: $0 --name NAME --config FILE [options]
   --venv DIR            environment to create or reuse (default: ~/.colmena-fed/endpoint-venv)
   --proxystore NAME     also configure a ProxyStore endpoint NAME
   --proxystore-port N   its port (default 8765)
+  --proxystore-host A   the address its object API listens on (default 127.0.0.1: processes
+                        on this host; name a routable address only on a trusted network)
   --proxystore-relay A  its relay (default wss://relay.proxystore.dev, which needs a Globus
                         login: proxystore-globus-auth login)
   --systemd             install systemd user units that keep the endpoint(s) running
@@ -45,6 +47,7 @@ EOF
 die() { echo "install-endpoint: $*" >&2; exit 1; }
 
 NAME="" CONFIG="" VENV="$HOME/.colmena-fed/endpoint-venv" PS_NAME="" PS_PORT=8765
+PS_HOST=127.0.0.1
 PS_RELAY="wss://relay.proxystore.dev"
 SYSTEMD=0 START=1 FORCE=0 DRY=0 UPGRADE=0
 VARS=()
@@ -56,6 +59,7 @@ while [ $# -gt 0 ]; do
     --venv) VENV="${2:?--venv needs a directory}"; shift 2 ;;
     --proxystore) PS_NAME="${2:?--proxystore needs a name}"; shift 2 ;;
     --proxystore-port) PS_PORT="${2:?--proxystore-port needs a port}"; shift 2 ;;
+    --proxystore-host) PS_HOST="${2:?--proxystore-host needs an address}"; shift 2 ;;
     --proxystore-relay) PS_RELAY="${2:?--proxystore-relay needs an address}"; shift 2 ;;
     --systemd) SYSTEMD=1; shift ;;
     --no-start) START=0; shift ;;
@@ -70,6 +74,15 @@ done
 [ -n "$CONFIG" ] || die "--config is required (one of $REPO/endpoints/*.yaml)"
 [ -f "$CONFIG" ] || die "--config: no such file: $CONFIG"
 [[ "$NAME" =~ ^[A-Za-z0-9._-]+$ ]] || die "--name: use letters, digits, '.', '_' or '-'"
+[[ "$NAME" != .* ]] || die "--name: may not start with '.'"
+if [ -n "$PS_NAME" ]; then
+  [[ "$PS_NAME" =~ ^[A-Za-z0-9._-]+$ && "$PS_NAME" != .* ]] \
+    || die "--proxystore: use letters, digits, '.', '_' or '-' (not first '.'), got '$PS_NAME'"
+  [[ "$PS_PORT" =~ ^[0-9]+$ ]] && [ "$PS_PORT" -ge 1 ] && [ "$PS_PORT" -le 65535 ] \
+    || die "--proxystore-port: a port number (1-65535), got '$PS_PORT'"
+  [[ "$PS_HOST" =~ ^[A-Za-z0-9.:-]+$ ]] \
+    || die "--proxystore-host: an IP address or host name, got '$PS_HOST'"
+fi
 CONFIG="$(cd "$(dirname "$CONFIG")" && pwd)/$(basename "$CONFIG")"
 case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 [[ "$VENV" != *[[:space:]]* ]] || die "--venv: a path without spaces, please (it goes into unit files)"
@@ -155,12 +168,12 @@ else
 fi
 
 if [ -n "$PS_NAME" ]; then
-  echo "== 4. ProxyStore endpoint '$PS_NAME' on port $PS_PORT, relay $PS_RELAY"
+  echo "== 4. ProxyStore endpoint '$PS_NAME' on $PS_HOST:$PS_PORT, relay $PS_RELAY"
   if [ -d "$PS_HOME/$PS_NAME" ]; then
     echo "already configured: $PS_HOME/$PS_NAME (kept as it is)"
   else
-    run "$VENV/bin/proxystore-endpoint" configure "$PS_NAME" --port "$PS_PORT" \
-      --relay-address "$PS_RELAY" --persist
+    run "$VENV/bin/proxystore-endpoint" configure "$PS_NAME" --host "$PS_HOST" \
+      --port "$PS_PORT" --relay-address "$PS_RELAY" --persist
   fi
 fi
 

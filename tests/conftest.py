@@ -83,13 +83,15 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server of our own on 127.0.0.1, with nothing saved to disk."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed (scripts/test.sh installs it)"
         self.port = free_port()
         command = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        if password is not None:
+            command += ["--requirepass", password]
         self.process = subprocess.Popen([*command, "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, password=password)
         for _ in range(100):
             try:
                 client.ping()

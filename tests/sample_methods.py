@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -65,3 +66,10 @@ def tally(i: int, seconds: float, path: str) -> int:
         file.write(f"{i}\n")
     time.sleep(seconds)
     return i
+
+
+def open_socket(port: int) -> socket.socket:
+    """A value no serializer can send back: an open socket."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    return sock

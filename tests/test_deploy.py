@@ -62,7 +62,7 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path: Path) -> None:
         f"--display-name polaris --template-config {POLARIS}"
     ) in out
     assert (
-        f"+ {VENV}/bin/proxystore-endpoint configure ps-polaris --port 8765 "
+        f"+ {VENV}/bin/proxystore-endpoint configure ps-polaris --host 127.0.0.1 --port 8765 "
         "--relay-address wss://relay.proxystore.dev --persist"
     ) in out
     assert f"+ {VENV}/bin/proxystore-globus-auth login" in out
@@ -72,6 +72,31 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path: Path) -> None:
     assert "+ systemctl --user enable --now colmena-fed-endpoint-polaris.service" in out
     assert '      account: "MYPROJ"' in out
     assert "(dry run: nothing was changed)" in out
+    assert files_under(tmp_path) == {}
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--proxystore", "ps\nExecStartPre=/bin/sh -c id"),
+        ("--proxystore", "../../tmp/x"),
+        ("--proxystore-host", "0.0.0.0 --relay-address x"),
+        ("--proxystore-port", "80; id"),
+    ],
+    ids=["newline", "path", "host", "port"],
+)
+def test_values_that_would_escape_into_units_or_paths_are_refused(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    args = [*EVERYTHING, "--dry-run"]
+    if option == "--proxystore":
+        args[args.index("--proxystore") + 1] = value
+    else:
+        args += [option, value]
+    run = install(tmp_path, *args)
+    assert run.returncode != 0
+    assert option in run.stderr
+    assert "+ write" not in run.stdout
     assert files_under(tmp_path) == {}
 
 

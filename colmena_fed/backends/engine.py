@@ -26,6 +26,7 @@ from globus_compute_endpoint.engines.base import GlobusComputeEngineBase
 
 from colmena_fed.endpoints.template import MissingVariables, TemplateError, render
 from colmena_fed.errors import ConfigError
+from colmena_fed.files import read_config_text
 from colmena_fed.guard import adopt, ensure_guard
 
 _ENDPOINT_SCRIPT = "globus-compute-endpoint"
@@ -60,10 +61,7 @@ def engine_config_text(path: Path, variables: Mapping[str, Any] | None = None) -
 
     A file without template syntax comes back as it is; `ConfigError` names the file.
     """
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the endpoint YAML ({exc.strerror})") from exc
+    text = read_config_text(path, "endpoint YAML")
     try:
         return render(path, text, variables or {})
     except MissingVariables as exc:

@@ -32,6 +32,8 @@ from parsl.jobs.job_status_poller import JobStatusPoller
 from parsl.providers.cluster_provider import ClusterProvider
 
 from colmena_fed.endpoints.template import MissingVariables, TemplateError, placeholder, render
+from colmena_fed.errors import ConfigError
+from colmena_fed.files import read_config_text
 
 #: The Parsl executor each engine hands its remaining keyword arguments to.
 _ENGINE_EXECUTORS: dict[str, type] = {
@@ -66,9 +68,9 @@ def validate(path: Path, variables: Mapping[str, Any]) -> list[Problem]:
     ``variables`` are the template variables (``--var``; a site's ``user_endpoint_config``).
     """
     try:
-        text = path.read_text()
-    except OSError as exc:
-        return [Problem(path, "", f"cannot read the file ({exc.strerror})")]
+        text = read_config_text(path, "endpoint YAML")
+    except ConfigError as exc:
+        return [Problem(path, "", str(exc).removeprefix(f"{path}: "))]
     try:
         rendered = render(path, text, variables)
     except MissingVariables as exc:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from colmena_fed.journal import private_dir
+from colmena_fed.files import private_dir
 from colmena_fed.report.export import export
 from colmena_fed.report.load import ReportError, Run, load_run
 from colmena_fed.report.numbers import SCHEMA, Window, summary

@@ -26,6 +26,7 @@ import yaml
 
 from colmena_fed.backends.engine import engine_config_text, load_engine
 from colmena_fed.backends.globus import make_client
+from colmena_fed.files import private_dir
 from colmena_fed.sites import GlobusConfig
 from colmena_fed.testbed.broker import Broker
 from colmena_fed.testbed.daemon import EndpointDaemon, check_endpoint_version, kill_session
@@ -64,6 +65,7 @@ class Testbed:
         for path in endpoint_yamls:
             load_engine(Path(path))  # a ConfigError naming the file, before anything starts
         check_endpoint_version()
+        private_dir(self.directory)
         if _port_taken(PORT):
             raise TestbedError(
                 f"port {PORT} on localhost is taken (the SDK's local service address); is a "

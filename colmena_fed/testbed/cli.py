@@ -16,6 +16,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from colmena_fed.files import private_dir
+
 #: Where the testbed lives unless ``--dir`` says otherwise (one per user: it owns port 5000).
 DEFAULT_DIR = Path.home() / ".colmena-fed" / "testbed"
 #: The state file in the testbed's directory, present while the testbed is up.
@@ -102,7 +104,7 @@ def up(
             f"a testbed is already up in {directory} (pid {state['pid']}); "
             "'colmena-fed testbed down' first"
         )
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     (directory / STATE_FILE).unlink(missing_ok=True)
     sites_out = (sites_out or directory / "sites.yaml").resolve()
     yamls = [str(p.resolve()) for p in (*endpoint_yamls, *more_endpoints)]

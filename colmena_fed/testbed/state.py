@@ -8,6 +8,7 @@ or submits fail and results cannot reach the SDK.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -53,7 +54,12 @@ class State:
     """The service's records: functions, endpoints, tasks. Safe to use from any thread."""
 
     def __init__(self, path: Path) -> None:
-        """Open (or create) the records in ``path``."""
+        """Open (or create) the records in ``path``, readable by this user only.
+
+        The WAL files SQLite makes beside it take the same mode.
+        """
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

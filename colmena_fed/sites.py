@@ -230,7 +230,15 @@ class GlobusConfig(BaseModel):
         description=(
             "'cloud': the Globus Compute service, with your Globus login (or "
             "GLOBUS_COMPUTE_CLIENT_ID/GLOBUS_COMPUTE_CLIENT_SECRET); 'testbed': the local "
-            "stand-in started by 'colmena-fed testbed up', without authentication."
+            "stand-in started by 'colmena-fed testbed up', with the token it keeps."
+        ),
+    )
+    testbed_dir: Path | None = Field(
+        default=None,
+        description=(
+            "The testbed's directory, where its token is ('testbed' service; default: "
+            "~/.colmena-fed/testbed, that of 'colmena-fed testbed up' without --dir); relative "
+            "paths are relative to the YAML."
         ),
     )
 
@@ -344,6 +352,8 @@ class SitesConfig(BaseModel):
         except ValidationError as exc:
             raise ConfigError(_describe(where, exc)) from exc
         base = source.parent if source else Path.cwd()
+        if config.globus.testbed_dir is not None:
+            config.globus.testbed_dir = (base / config.globus.testbed_dir.expanduser()).resolve()
         for spec in config.data.stores.values():
             if isinstance(spec, FileStoreSpec):
                 spec.path = (base / spec.path.expanduser()).resolve()

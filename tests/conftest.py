@@ -51,7 +51,7 @@ def federation_config(
         for name, stem in yamls.items()
     }
     return SitesConfig.from_dict(
-        {"sites": sites, "scheduler": {"status_period": 1}, "globus": {"service": "testbed"}}
+        {"sites": sites, "scheduler": {"status_period": 1}, "globus": testbed.globus}
     )
 
 
@@ -65,6 +65,11 @@ class RunningTestbed(NamedTuple):
     def endpoints(self) -> dict[str, str]:
         """Endpoint UUID by endpoint name."""
         return {name: e["endpoint_id"] for name, e in self.state["endpoints"].items()}
+
+    @property
+    def globus(self) -> dict[str, str]:
+        """The sites YAML's ``globus:`` section for this testbed."""
+        return {"service": "testbed", "testbed_dir": str(self.directory)}
 
     def current(self) -> dict[str, Any]:
         """The state file now (process ids change when the testbed restarts a part)."""

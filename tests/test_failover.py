@@ -30,7 +30,7 @@ def two_sites(testbed: RunningTestbed | None) -> SitesConfig:
         {
             "sites": {"east": east, "west": west},
             "scheduler": {"status_period": 1},
-            "globus": {"service": "testbed"},
+            "globus": testbed.globus,
         }
     )
 

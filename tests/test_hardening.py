@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import secrets
+import shutil
 import stat
+import subprocess
+import tempfile
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +24,8 @@ from colmena_fed import SitesConfig, TaskQueues, TaskServer
 from colmena_fed.endpoints.validate import validate
 from colmena_fed.errors import ConfigError
 from colmena_fed.stores import connector
+from colmena_fed.testbed.service import HOST, PORT
+from colmena_fed.testbed.token import read_token
 
 SIM_SITES = {"cpu": {"sim": {"workers": {"cpu": 2}}, "resources": {"cpu": 2}}}
 
@@ -166,3 +176,77 @@ def test_sites_yaml_with_both_password_sources_is_refused() -> None:
     spec = {"kind": "redis", "password_env": "A", "password_file": "/x"}
     with pytest.raises(ConfigError, match="password_env or password_file, not both"):
         stores({"r": spec})
+
+
+def test_the_testbed_answers_only_requests_with_its_token(testbed: Any) -> None:
+    directory = Path(testbed.directory)
+    assert mode(directory / "token") == 0o600
+    for token in (None, "not-the-token", read_token(directory)):
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        status = http_status("GET", "/v2/get_amqp_result_connection_url", headers)
+        assert status == (200 if token == read_token(directory) else 401)
+    assert http_status("POST", "/v3/endpoints", {}) == 401
+
+
+def http_status(method: str, route: str, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(f"http://{HOST}:{PORT}{route}", headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+#: Run as another user: print, per path, whether it could be read; then ask the testbed for
+#: its broker URL without a token.
+PROBE = """
+import sys, urllib.request, urllib.error
+for path in sys.argv[2:]:
+    try:
+        open(path, 'rb').read(1)
+        print('read', path)
+    except OSError:
+        print('denied', path)
+try:
+    urllib.request.urlopen(sys.argv[1] + '/v2/get_amqp_result_connection_url', timeout=10)
+    print('broker url given')
+except urllib.error.HTTPError as exc:
+    print('broker url refused', exc.code)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating a second Unix user needs root")
+def test_another_user_reads_no_run_file_no_store_object_and_no_broker_url(testbed: Any) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="cf-shared-", dir="/tmp"))
+    user = f"cf{secrets.token_hex(4)}"
+    try:
+        shared.chmod(0o755)  # anyone may enter: only colmena-fed's own modes protect its files
+        control = shared / "public.txt"
+        control.write_text("anyone may read this")
+        control.chmod(0o644)
+        run_dir = shared / "run"
+        with TaskServer(TaskQueues(), sim_sites(), [double], run_dir=run_dir):
+            pass
+        specs = stores({"shared": {"kind": "file", "path": str(shared / "objects")}})
+        with Store("other-user-file", connector("shared", specs)) as store:
+            store.put(b"a result")
+        written = (*run_dir.rglob("*"), *(shared / "objects").rglob("*"))
+        private = [p for p in written if p.is_file()]
+        assert private
+        subprocess.run(["useradd", "--no-create-home", user], check=True)
+        uid = pwd.getpwnam(user).pw_uid
+        probe = subprocess.run(
+            [
+                "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                "/usr/bin/python3", "-c", PROBE, f"http://{HOST}:{PORT}", str(control),
+                *map(str, private),
+            ],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["userdel", user], check=False, capture_output=True)
+        shutil.rmtree(shared)
+    lines = probe.stdout.splitlines()
+    assert lines[0] == f"read {control}", probe.stdout
+    assert lines[1:-1] == [f"denied {p}" for p in private]
+    assert lines[-1] == "broker url refused 401"

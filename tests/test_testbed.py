@@ -18,6 +18,7 @@ from sample_methods import double, nap, size
 from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
 from colmena_fed.backends.globus import GlobusBackend, ServiceClients
 from colmena_fed.testbed.service import HOST, PORT
+from colmena_fed.testbed.token import read_token
 
 FAULTS = f"http://{HOST}:{PORT}/testbed/faults"
 
@@ -30,7 +31,8 @@ def test_status_shows_each_endpoint_online_and_the_sites_yaml_uses_them(
         shown = colmena_fed("testbed", "status", "--dir", str(testbed.directory), "--json")
         assert shown.returncode == 0, shown.stderr
         endpoints = json.loads(shown.stdout)["endpoints"]
-        if endpoints["local-cpu"]["workers"] == 2 or time.monotonic() > deadline:
+        workers = {name: e["workers"] for name, e in endpoints.items()}
+        if workers == {"local-cpu": 2, "local-gpu": 1} or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert {name: e["status"] for name, e in endpoints.items()} == {
@@ -92,10 +94,11 @@ def test_a_restart_of_the_service_mid_run_loses_no_task(
         time.sleep(0.5)
 
 
-def inject(route: str, status: int, times: int) -> None:
+def inject(testbed: RunningTestbed, route: str, status: int, times: int) -> None:
     """Make the testbed service answer the next ``times`` requests to ``route`` with ``status``."""
     body = json.dumps({"route": route, "status": status, "times": times}).encode()
-    headers = {"Content-Type": "application/json"}
+    token = read_token(testbed.directory)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     request = urllib.request.Request(FAULTS, data=body, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=10):
         pass
@@ -113,10 +116,10 @@ def test_a_status_poll_is_tried_once_and_a_service_blip_keeps_the_last_report(
     backend = GlobusBackend("cpu-site", config.sites["cpu-site"], ServiceClients(config.globus))
     backend.start(tmp_path, lambda status: None)
     try:
-        inject("endpoint_status", 503, times=1)
+        inject(testbed, "endpoint_status", 503, times=1)
         during = backend.status()
         after = backend.status()
-        inject("endpoint_status", 503, times=1)
+        inject(testbed, "endpoint_status", 503, times=1)
         kept = backend.status()
     finally:
         backend.shutdown()
@@ -136,7 +139,7 @@ def test_a_refused_batch_halves_the_batch_size_once_and_its_tasks_are_retried(
     with TaskServer(queues, config, [double], run_dir=tmp_path) as server:
         queues.send_inputs(1, method="double")
         assert queues.get_result(timeout=120) is not None
-        inject("submit", 413, times=1)  # the service refuses the next batch as too large
+        inject(testbed, "submit", 413, times=1)  # the service refuses the next batch as too large
         sent = [queues.send_inputs(i, method="double") for i in range(8)]
         results = [queues.get_result(timeout=120) for _ in sent]
         batch_size = server.backends["cpu-site"]._batch_size  # type: ignore[attr-defined]
@@ -158,10 +161,10 @@ def doubling(testbed: RunningTestbed, tmp_path: Path) -> Iterator[TaskQueues]:
 
 
 def test_globus_errors_become_clear_reasons_and_the_tasks_are_retried(
-    doubling: TaskQueues,
+    doubling: TaskQueues, testbed: RunningTestbed
 ) -> None:
     queues = doubling
-    inject("submit", 401, times=1)  # the login expired
+    inject(testbed, "submit", 401, times=1)  # the login expired
     queues.send_inputs(2, method="double")
     expired = queues.get_result(timeout=120)
     assert expired is not None
@@ -172,7 +175,7 @@ def test_globus_errors_become_clear_reasons_and_the_tasks_are_retried(
     assert reason is not None
     assert "Globus Compute answered 401" in reason
     assert "login expired" in reason
-    inject("submit", 429, times=1)  # rate limited: the SDK waits and sends again
+    inject(testbed, "submit", 429, times=1)  # rate limited: the SDK waits and sends again
     queues.send_inputs(3, method="double")
     limited = queues.get_result(timeout=120)
     assert limited is not None
@@ -180,11 +183,13 @@ def test_globus_errors_become_clear_reasons_and_the_tasks_are_retried(
     assert limited.retries == 0
 
 
-def test_tasks_held_back_by_a_failed_submission_are_sent_again(doubling: TaskQueues) -> None:
+def test_tasks_held_back_by_a_failed_submission_are_sent_again(
+    doubling: TaskQueues, testbed: RunningTestbed
+) -> None:
     """A failed submission stops the SDK's Executor with tasks of other resource
     specifications still unsent: they come back and are sent again, none is lost."""
     queues = doubling
-    inject("submit", 401, times=1)
+    inject(testbed, "submit", 401, times=1)
     specs = [None, {"priority": 1}] * 3
     sent = [
         queues.send_inputs(i, method="double", resources={"specification": spec})
@@ -203,7 +208,7 @@ def test_batches_of_large_inputs_stay_under_the_submission_limit(
     """Each input fits Globus Compute's 10 MB limit, a few together do not: the site sends
     them in batches small enough, so none is refused."""
     site = {"endpoint": testbed.endpoints["local-cpu"], "resources": {"cpu": 8}, "prefetch": 6}
-    config = SitesConfig.from_dict({"sites": {"cpu": site}, "globus": {"service": "testbed"}})
+    config = SitesConfig.from_dict({"sites": {"cpu": site}, "globus": testbed.globus})
     queues = TaskQueues()
     with TaskServer(queues, config, [size], run_dir=tmp_path):
         for _ in range(8):

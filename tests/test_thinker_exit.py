@@ -51,7 +51,7 @@ def sites_yaml(tmp_path: Path, backend: str, testbed: RunningTestbed | None) -> 
     else:
         assert testbed is not None
         site["endpoint"] = testbed.endpoints["local-cpu"]
-        config["globus"] = {"service": "testbed"}
+        config["globus"] = testbed.globus
     path = tmp_path / "sites.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -42,6 +42,7 @@ from colmena_fed.errors import ConfigError, SiteError
 from colmena_fed.methods import Method
 from colmena_fed.models import Result
 from colmena_fed.sites import GlobusConfig, SiteConfig
+from colmena_fed.testbed.token import read_token
 from colmena_fed.worker import WorkerReport, read_report, small
 
 #: Inputs surely under this size are not measured (they cannot crowd a batch).
@@ -59,13 +60,14 @@ def make_client(config: GlobusConfig, *, retries: bool = True) -> Client:
 
     ``cloud`` uses the user's existing Globus login, or a service account from
     ``GLOBUS_COMPUTE_CLIENT_ID``/``GLOBUS_COMPUTE_CLIENT_SECRET``; it refuses to start an
-    interactive login from inside a campaign. ``testbed`` talks to the local stand-in without
-    authentication. Without ``retries`` each request is tried once, with a short timeout.
+    interactive login from inside a campaign. ``testbed`` talks to the local stand-in with the
+    token it keeps in its directory. Without ``retries`` each request is tried once, with a
+    short timeout.
     """
     if config.service == "testbed":
         client = Client(
             local_compute_services=True,
-            authorizer=globus_sdk.NullAuthorizer(),
+            authorizer=globus_sdk.AccessTokenAuthorizer(read_token(config.testbed_dir)),
             do_version_check=False,
         )
         return client if retries else _without_retries(client)

@@ -32,6 +32,7 @@ from colmena_fed.testbed.broker import Broker
 from colmena_fed.testbed.daemon import EndpointDaemon, check_endpoint_version, kill_session
 from colmena_fed.testbed.errors import TestbedError
 from colmena_fed.testbed.service import AMQP_URL_VARIABLE, HOST, PORT
+from colmena_fed.testbed.token import TOKEN_VARIABLE, new_token
 
 
 class Testbed:
@@ -47,6 +48,7 @@ class Testbed:
         self.endpoints: dict[str, str] = {}
         self._yamls: dict[str, Path] = {}
         self._service: subprocess.Popen[bytes] | None = None
+        self._token: str | None = None  # made at the first start, kept across restarts
 
     def start(
         self,
@@ -74,7 +76,7 @@ class Testbed:
         try:
             self.broker.start()
             self.start_service()
-            client = make_client(GlobusConfig(service="testbed"))
+            client = make_client(GlobusConfig(service="testbed", testbed_dir=self.directory))
             for name, path in zip(names, endpoint_yamls, strict=True):
                 creds = client.register_endpoint(name, None, display_name=name)
                 self.endpoints[name] = creds["endpoint_id"]
@@ -96,8 +98,17 @@ class Testbed:
         return dict(self.endpoints)
 
     def start_service(self, timeout: float = 30.0) -> None:
-        """Start the stand-in service and wait until it answers."""
-        env = {**os.environ, AMQP_URL_VARIABLE: self.broker.url}
+        """Start the stand-in service and wait until it answers.
+
+        A restarted service keeps the token: clients that hold it go on working.
+        """
+        if self._token is None:
+            self._token = new_token(self.directory)
+        token = self._token
+        env = {**os.environ, AMQP_URL_VARIABLE: self.broker.url, TOKEN_VARIABLE: token}
+        ready = urllib.request.Request(
+            f"http://{HOST}:{PORT}/v2/version", headers={"Authorization": f"Bearer {token}"}
+        )
         log = self.directory / "service.log"
         state_dir = str(self.directory)
         with log.open("ab") as out:
@@ -113,7 +124,7 @@ class Testbed:
             if self._service.poll() is not None:
                 raise TestbedError(f"the testbed service exited at start:\n{_tail(log)}")
             try:
-                with urllib.request.urlopen(f"http://{HOST}:{PORT}/v2/version", timeout=2):
+                with urllib.request.urlopen(ready, timeout=2):
                     return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.1)
@@ -160,7 +171,7 @@ class Testbed:
 
     def wait_online(self, timeout: float) -> None:
         """Wait until every endpoint's status is online."""
-        client = make_client(GlobusConfig(service="testbed"))
+        client = make_client(GlobusConfig(service="testbed", testbed_dir=self.directory))
         deadline = time.monotonic() + timeout
         waiting = dict(self.endpoints)
         while waiting:
@@ -184,7 +195,10 @@ class Testbed:
             name: {"endpoint": endpoint_id, "resources": slots_of(self._yamls[name])}
             for name, endpoint_id in self.endpoints.items()
         }
-        return {"sites": sites, "globus": {"service": "testbed"}}
+        return {
+            "sites": sites,
+            "globus": {"service": "testbed", "testbed_dir": str(self.directory)},
+        }
 
     def stop(self) -> None:
         """Stop the endpoints, the service and the broker; leaves no process behind."""

@@ -17,9 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from colmena_fed.files import private_dir
+from colmena_fed.testbed.token import DEFAULT_DIR
 
-#: Where the testbed lives unless ``--dir`` says otherwise (one per user: it owns port 5000).
-DEFAULT_DIR = Path.home() / ".colmena-fed" / "testbed"
 #: The state file in the testbed's directory, present while the testbed is up.
 STATE_FILE = "testbed.json"
 
@@ -166,7 +165,7 @@ def status(as_json: bool, directory: Path) -> None:
     state = _read_state(directory)
     if state is None or not _alive(state["pid"]):
         raise click.ClickException(f"no testbed is up in {directory}")
-    client = make_client(GlobusConfig(service="testbed"))
+    client = make_client(GlobusConfig(service="testbed", testbed_dir=directory))
     for endpoint in state["endpoints"].values():
         try:
             answer = client.get_endpoint_status(endpoint["endpoint_id"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
 from colmena_fed.testbed.state import State
+from colmena_fed.testbed.token import TOKEN_VARIABLE
 
 #: The SDK's ``Client(local_compute_services=True)`` talks to this address, and no other.
 HOST, PORT = "127.0.0.1", 5000
@@ -147,13 +149,24 @@ def is_online(heartbeat_t: float | None, global_state: dict[str, Any]) -> bool:
     return time.time() - heartbeat_t < 3 * period
 
 
-def create_app(state: State, broker: Publisher) -> Flask:
-    """The web service: Globus Compute's v2/v3 routes over ``state`` and ``broker``."""
+def create_app(state: State, broker: Publisher, token: str) -> Flask:
+    """The web service: Globus Compute's v2/v3 routes over ``state`` and ``broker``.
+
+    Every route answers only requests bearing ``token`` (401 otherwise).
+    """
     app = Flask("colmena-fed-testbed")
     app.config["MAX_CONTENT_LENGTH"] = SUBMIT_LIMIT_BYTES
+    expected = f"Bearer {token}".encode()
 
     def error(status: int, code: str, message: str) -> tuple[Response, int]:
         return jsonify({"code": code, "message": message}), status
+
+    @app.before_request
+    def authenticate() -> tuple[Response, int] | None:
+        given = request.headers.get("Authorization", "").encode()
+        if hmac.compare_digest(given, expected):
+            return None
+        return error(401, "AUTHENTICATION_ERROR", "a testbed request needs the testbed's token")
 
     # Failures to inject, as the cloud produces them: {route name: [(HTTP status, times)]}.
     faults: dict[str, list[list[int]]] = {}
@@ -400,14 +413,14 @@ def _unpack(body: bytes) -> Any:
         return None
 
 
-def serve(state_dir: Path, amqp_url: str) -> None:
+def serve(state_dir: Path, amqp_url: str, token: str) -> None:
     """Run the service on `PORT` (the SDK's local-services address) until SIGTERM or SIGINT."""
     state = State(state_dir / "service.sqlite")
     broker = Publisher(amqp_url)
     broker.declare_exchanges()
     forwarder = Forwarder(state, amqp_url)
     forwarder.start()
-    server = make_server(HOST, PORT, create_app(state, broker), threaded=True)
+    server = make_server(HOST, PORT, create_app(state, broker, token), threaded=True)
     stop = threading.Thread(target=server.shutdown, name="testbed-stop", daemon=True)
     once = threading.Lock()
 
@@ -446,7 +459,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    serve(args.state_dir, os.environ[AMQP_URL_VARIABLE])
+    serve(args.state_dir, os.environ[AMQP_URL_VARIABLE], os.environ.pop(TOKEN_VARIABLE))
 
 
 if __name__ == "__main__":

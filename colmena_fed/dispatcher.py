@@ -41,7 +41,7 @@ from colmena_fed.models import Attempt, FailureInfo, Result, WorkerInfo
 from colmena_fed.recovery import InFlight, Recovery
 from colmena_fed.scheduler import Placement, PlacementError, Scheduler
 from colmena_fed.signals import SignalHold
-from colmena_fed.worker import WorkerReport
+from colmena_fed.worker import WALLTIME_EXCEEDED, WorkerReport, walltime_message
 
 logger = logging.getLogger(__name__)
 
@@ -290,6 +290,9 @@ class Dispatcher:
     # Transitions: only ever run by `_drain`, one at a time.
 
     def _on_requested(self, task: Result) -> None:
+        method = self.methods.get(task.method)
+        if task.walltime is None and method is not None and method.walltime is not None:
+            task.walltime = method.walltime
         self._live[task.task_id] = task
         if self.journal is not None:
             self._write_submitted(task)
@@ -321,6 +324,10 @@ class Dispatcher:
         task.timestamps.received = received
         site = task.attempts[-1].site
         counts = self.counts[site]
+        if isinstance(outcome, SiteError) and _past_walltime(task, received):
+            # Its worker was stopped for running too long (or lost after that): not the site's
+            # fault, and running it again would take as long.
+            outcome = SiteError(site, WALLTIME_EXCEEDED, _walltime_message(task), kind="timeout")
         failed_here = isinstance(outcome, SiteError) and outcome.kind == "system"
         if failed_here and self.backends[site].polled:  # its next report lifts it
             self.scheduler.suspend(site)  # before its slot frees: nothing more goes there
@@ -538,8 +545,19 @@ def _record(task: Result, report: WorkerReport) -> None:
         task.value = report.value
     else:
         task.failure = FailureInfo(
-            kind="user",
+            kind="timeout" if report.exception_type == WALLTIME_EXCEEDED else "user",
             exception_type=report.exception_type or "Exception",
             message=report.message or "",
             traceback=report.traceback,
         )
+
+
+def _past_walltime(task: Result, now: float) -> bool:
+    """Whether ``task`` has been at its site longer than its walltime."""
+    if task.walltime is None or not task.attempts:
+        return False
+    return now - task.attempts[-1].dispatched >= task.walltime
+
+
+def _walltime_message(task: Result) -> str:
+    return walltime_message(task.method, task.walltime or 0.0) + " (its worker was replaced)"

@@ -21,7 +21,8 @@ class SiteError(ColmenaFedError):
         code: Short machine-readable reason (e.g. Globus Compute's error code).
         kind: ``"system"`` when the site failed (the task could run elsewhere), ``"rejected"``
             when the task can never succeed as sent, so retrying is pointless (inputs that
-            cannot be serialized, a result too large to return).
+            cannot be serialized, a result too large to return), ``"timeout"`` when the task
+            ran past its walltime and its worker was stopped.
     """
 
     def __init__(
@@ -29,7 +30,7 @@ class SiteError(ColmenaFedError):
         site: str,
         code: str,
         message: str,
-        kind: Literal["system", "rejected"] = "system",
+        kind: Literal["system", "rejected", "timeout"] = "system",
     ) -> None:
         super().__init__(f"site {site!r}: {message}")
         self.site = site

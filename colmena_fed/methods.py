@@ -23,18 +23,24 @@ class Method:
         max_retries: Times a task is re-sent after a site fails it (worker or manager lost,
             endpoint error, site offline); exceptions raised by the function are never
             retried. A task can override it with ``send_inputs(..., max_retries=...)``.
+        walltime: Seconds a call may run on its worker (None: no limit); past it the call is
+            interrupted, its worker replaced if it does not return, and the task ends as a
+            ``timeout`` failure. A task can override it with ``send_inputs(walltime=...)``.
     """
 
     function: Callable[..., Any]
     slot: str = "cpu"
     name: str = field(default="")
     max_retries: int = 2
+    walltime: float | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.function):
             raise TypeError(f"Method needs a callable, got {self.function!r}")
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.walltime is not None and not self.walltime > 0:
+            raise ValueError(f"walltime must be > 0 seconds (or None), got {self.walltime}")
         if not self.name:
             object.__setattr__(self, "name", self.function.__name__)
 

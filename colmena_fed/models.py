@@ -19,7 +19,7 @@ from colmena_fed.compat import (
     WorkerInformation,
 )
 
-FailureKind = Literal["user", "system", "rejected", "shutdown", "expired", "superseded"]
+FailureKind = Literal["user", "system", "rejected", "shutdown", "expired", "superseded", "timeout"]
 
 
 class ResourceRequest(BaseModel):
@@ -66,7 +66,8 @@ class FailureInfo(BaseModel):
             "slot, inputs that cannot be serialized, a result too large to return); "
             "'shutdown': the task server stopped before the task ran; 'expired': the task was "
             "not dispatched within its max_wait; 'superseded': a newer task with the same "
-            "supersede key replaced it while it was pending."
+            "supersede key replaced it while it was pending; 'timeout': the method ran past "
+            "its walltime and was stopped."
         )
     )
     exception_type: str = Field(description="Name of the exception class, e.g. 'ValueError'.")
@@ -252,6 +253,14 @@ class Result(BaseModel):
         description=(
             "Re-sends allowed after a site fails the task (never after the method raises); "
             "None: the method's own limit."
+        ),
+    )
+    walltime: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds the method may run on its worker; past that it is stopped and the task "
+            "ends as a failed result of kind 'timeout'. None: the method's walltime."
         ),
     )
     max_wait: float | None = Field(

@@ -221,6 +221,7 @@ class TaskQueues:
         supersede: str | None = None,
         max_retries: int | None = None,
         priority: int | None = None,
+        walltime: float | None = None,
     ) -> str:
         """Submit one task; returns its task id.
 
@@ -244,6 +245,8 @@ class TaskQueues:
             max_retries: Re-sends allowed after a site fails the task (default: the
                 method's own ``max_retries``); the method raising is never retried.
             priority: Dispatch rank among pending tasks (default: the topic's priority).
+            walltime: Seconds the method may run (default: the method's ``walltime``); past
+                it the task ends as a failed result of kind ``timeout``.
         """
         _check_arguments(topic, input_kwargs, resources, priority, max_retries)
         self._check_topic(topic)
@@ -266,6 +269,8 @@ class TaskQueues:
             fields["supersede"] = supersede
         if max_retries is not None:
             fields["max_retries"] = max_retries
+        if walltime is not None:
+            fields["walltime"] = walltime
         priority = self.priorities.get(topic, 0) if priority is None else priority
         if priority:
             fields["priority"] = priority

@@ -18,7 +18,9 @@ import functools
 import hashlib
 import os
 import pickle
+import signal
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -85,17 +87,90 @@ def worker_identity() -> tuple[str, int, str | None]:
     return _identity
 
 
-def run_method(method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
-    """Run ``method(*args, **kwargs)`` on a worker; returns a `WorkerReport` as a plain tuple."""
+#: The exception type of a report whose method ran past its walltime.
+WALLTIME_EXCEEDED = "WalltimeExceeded"
+
+#: Seconds a method interrupted at its walltime has to return before its worker is killed
+#: (the engine then starts another worker).
+KILL_GRACE_S = 5.0
+
+
+class WalltimeExceeded(BaseException):
+    """Raised in a method that ran past its walltime.
+
+    A BaseException: ``except Exception`` in the method does not swallow it.
+    """
+
+
+def walltime_message(method: str, walltime: float) -> str:
+    """What a task that ran past its walltime reports."""
+    return f"method {method!r} ran past its walltime of {walltime} s and was stopped"
+
+
+def run_method(
+    method: Callable[..., Any], walltime: float | None = None, /, *args: Any, **kwargs: Any
+) -> tuple[Any, ...]:
+    """Run ``method(*args, **kwargs)`` on a worker; returns a `WorkerReport` as a plain tuple.
+
+    With a ``walltime``, a call still running after that many seconds is interrupted (a
+    `WalltimeExceeded` raised in it), and if it does not return within `KILL_GRACE_S` more,
+    the worker process exits: the engine replaces it and reports the task lost, which the
+    task server reads as a timeout since the walltime has passed.
+    """
     started = time.time()
     value: Any = None
     failure: tuple[str | None, str | None, str | None] = (None, None, None)
     try:
-        value = method(*args, **kwargs)
+        with _limited(walltime):
+            value = method(*args, **kwargs)
+    except WalltimeExceeded:
+        name = getattr(method, "__name__", repr(method))
+        failure = (WALLTIME_EXCEEDED, walltime_message(name, walltime or 0.0), None)
     except Exception as exc:
         failure = (type(exc).__name__, str(exc), traceback.format_exc())
     ended = time.time()
     return (failure[0] is None, value, *failure, started, ended, *worker_identity(), *_NO_DATA)
+
+
+class _limited:
+    """Interrupt the main thread after ``walltime`` seconds, and exit if that is not enough.
+
+    Only a call in the main thread can be interrupted (where Python runs signal handlers, and
+    where process workers run tasks); elsewhere the limit is not enforced.
+    """
+
+    def __init__(self, walltime: float | None) -> None:
+        main = threading.current_thread() is threading.main_thread()
+        self.walltime = walltime if main else None
+        self.returned = threading.Event()
+        self.previous: Any = None
+
+    def __enter__(self) -> None:
+        if self.walltime is None:
+            return
+        self.previous = signal.signal(signal.SIGALRM, _interrupt)
+        watchdog = threading.Thread(
+            target=self._watch, args=(threading.main_thread().ident,), daemon=True
+        )
+        watchdog.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.walltime is None:
+            return
+        self.returned.set()
+        signal.signal(signal.SIGALRM, self.previous)
+
+    def _watch(self, main: int) -> None:
+        assert self.walltime is not None
+        if self.returned.wait(self.walltime):
+            return
+        signal.pthread_kill(main, signal.SIGALRM)
+        if not self.returned.wait(KILL_GRACE_S):
+            os._exit(124)  # the call ignores the interrupt: only a new worker frees the slot
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise WalltimeExceeded
 
 
 #: The data fields of a report when nothing went through a store.
@@ -117,6 +192,7 @@ def run_packed(
     packed: bytes,
     results: ResultPolicy | None,
     task_id: str,
+    walltime: float | None,
     /,
     *args: Any,
     **kwargs: Any,
@@ -124,7 +200,8 @@ def run_packed(
     """Run the method pickled in ``packed`` (unpickled once per worker process, by ``key``).
 
     ``task_id`` is colmena-fed's id of the task, sent back on the report: a resumed run
-    matches the results it finds at a site by it. Input proxies are resolved first, so the
+    matches the results it finds at a site by it. ``walltime`` limits the call (see
+    `run_method`). Input proxies are resolved first, so the
     method sees ordinary objects; with ``results``, a result larger than its threshold goes
     back as a proxy. Returns the `WorkerReport` pickled, or as a plain tuple if the value
     cannot be pickled by the standard pickler (Globus Compute's dill-based serializer then
@@ -140,7 +217,7 @@ def run_packed(
         args = tuple(_resolved(value) for value in args)
         kwargs = {name: _resolved(value) for name, value in kwargs.items()}
         resolve_s = time.perf_counter() - started
-    report = run_method(method, *args, **kwargs)
+    report = run_method(method, walltime, *args, **kwargs)
     for proxy in proxies:  # the store caches what it resolved: a worker must not hoard inputs
         _forget(proxy)
     if resolve_s is not None or (results is not None and report[0]):
@@ -229,7 +306,7 @@ def pack_method(
     """What a site registers for ``function``: `run_packed` bound to it, under ``name``.
 
     ``results`` says how the site's workers send back results too large to travel inline.
-    Call it with the task's id first, then the method's inputs.
+    Call it with the task's id and walltime (None: no limit) first, then the method's inputs.
     """
     try:
         packed = dill.dumps(function, recurse=True)  # a script's function takes its globals

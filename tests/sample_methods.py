@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -73,3 +74,10 @@ def open_socket(port: int) -> socket.socket:
     sock = socket.socket()
     sock.bind(("127.0.0.1", port))
     return sock
+
+
+def stubborn(seconds: float) -> float:
+    """A call that no interrupt reaches: SIGALRM is blocked while it sleeps."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(seconds)
+    return seconds

@@ -197,5 +197,5 @@ def test_a_missing_file_is_one_problem_among_good_files(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert run.stdout.splitlines() == [
         f"{good}: ok",
-        f"{missing}: (file): cannot read the file (No such file or directory)",
+        f"{missing}: (file): cannot read the endpoint YAML (No such file or directory)",
     ]

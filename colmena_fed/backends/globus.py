@@ -268,7 +268,9 @@ class GlobusBackend:
         executor.resource_specification = spec
         executor.user_endpoint_config = endpoint_config
         future = executor.submit_to_registered_function(
-            self._function_ids[task.method], (task.task_id, *task.args), dict(task.kwargs)
+            self._function_ids[task.method],
+            (task.task_id, task.walltime, *task.args),
+            dict(task.kwargs),
         )
         self._sent[future] = (executor, on_done)
         self._unacknowledged[future] = task.task_id

@@ -31,7 +31,7 @@ from colmena_fed.backends import OutcomeCallback, SiteStatus, StatusCallback
 from colmena_fed.methods import Method
 from colmena_fed.models import Result
 from colmena_fed.sites import LoadModel, SimConfig, SimSiteConfig
-from colmena_fed.worker import WorkerReport
+from colmena_fed.worker import WALLTIME_EXCEEDED, WorkerReport, walltime_message
 
 #: Run time of a method that has no load model, in seconds at speed 1.0.
 DEFAULT_WORK_S = 1.0
@@ -124,11 +124,22 @@ def _draw(model: LoadModel, rng: random.Random) -> float:
 class _Job:
     """One task at the site: what it needs, and where its outcome goes."""
 
-    __slots__ = ("method", "on_done", "slot", "task_id", "work")
+    __slots__ = ("method", "on_done", "slot", "task_id", "walltime", "work")
 
-    def __init__(self, task_id: str, method: str, slot: str, on_done: OutcomeCallback) -> None:
-        self.task_id, self.method, self.slot, self.on_done = task_id, method, slot, on_done
+    def __init__(self, task: Result, slot: str, on_done: OutcomeCallback) -> None:
+        self.task_id, self.method, self.slot, self.on_done = (
+            task.task_id,
+            task.method,
+            slot,
+            on_done,
+        )
+        self.walltime = task.walltime
         self.work = 0.0
+
+    @property
+    def runs(self) -> float:
+        """Seconds it holds its worker: its work, or its walltime if that is shorter."""
+        return self.work if self.walltime is None else min(self.work, self.walltime)
 
 
 class SimBackend:
@@ -169,11 +180,10 @@ class SimBackend:
 
     def submit(self, task: Result, on_done: OutcomeCallback) -> None:
         """The task reaches the site after half the round trip, then waits for a worker."""
-        task_id, method = task.task_id, task.method
-        slot = self._slots.get(method, "")
+        slot = self._slots.get(task.method, "")
         if slot not in self.config.workers:
             slot = next(iter(self.config.workers))
-        job = _Job(task_id, method, slot, on_done)
+        job = _Job(task, slot, on_done)
         self.world.after(self.config.latency / 2, lambda: self._arrive(job))
 
     def status(self) -> SiteStatus:
@@ -231,7 +241,7 @@ class SimBackend:
                     self._idle[slot] -= 1
                     self._running.add(job)
                     finish = functools.partial(self._finish, job, self.world.elapsed)
-                    self.world.after(job.work, finish)
+                    self.world.after(job.runs, finish)
 
     def _finish(self, job: _Job, started: float) -> None:
         with self._lock:
@@ -240,14 +250,15 @@ class SimBackend:
             self._running.remove(job)
             self._idle[job.slot] += 1
         epoch = self.world.now() - self.world.elapsed
+        finished = job.runs == job.work
         report = WorkerReport(
-            True,
+            finished,
             None,
-            None,
-            None,
+            None if finished else WALLTIME_EXCEEDED,
+            None if finished else walltime_message(job.method, job.runs),
             None,
             epoch + started,
-            epoch + started + job.work,
+            epoch + started + job.runs,
             self.name,
             0,
             None,

@@ -6,6 +6,7 @@ tests/endpoint_configs/ says on its first line (``# expect: ...``) the line it m
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -108,7 +109,25 @@ def test_the_command_prints_one_line_per_problem_and_fails() -> None:
         mine = [line for line in lines if line.startswith(f"{path}:")]
         assert any(expectation(path) in line for line in mine), (path, mine)
     assert len(lines) == len(BROKEN)
-    assert f"{len(BROKEN)} of {len(BROKEN)} files have problems" in run.stderr
+    warned = [p for p in BROKEN if ": warning: " in expectation(p)]
+    assert f"{len(BROKEN) - len(warned)} of {len(BROKEN)} files have errors" in run.stderr
+    assert f"{len(warned)} of {len(BROKEN)} files have warnings" in run.stderr
+
+
+def test_warnings_alone_pass_unless_strict_and_json_says_which_is_which() -> None:
+    warned = [p for p in BROKEN if ": warning: " in expectation(p)]
+    assert warned
+    run = colmena_fed("endpoints", "validate", *map(str, warned))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert all(": warning: " in line for line in run.stdout.splitlines())
+    assert colmena_fed("endpoints", "validate", "--strict", *map(str, warned)).returncode == 1
+    both = [*warned, REPO / "tests" / "endpoint_configs" / "walltime_number.yaml"]
+    shown = colmena_fed("endpoints", "validate", "--json", *map(str, both))
+    assert shown.returncode == 1
+    report = json.loads(shown.stdout)
+    assert [entry["file"] for entry in report] == list(map(str, both))
+    assert {p["severity"] for entry in report[:-1] for p in entry["problems"]} == {"warning"}
+    assert [p["severity"] for p in report[-1]["problems"]] == ["error"]
 
 
 def test_every_unknown_key_is_reported_at_once(tmp_path: Path) -> None:
@@ -197,5 +216,5 @@ def test_a_missing_file_is_one_problem_among_good_files(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert run.stdout.splitlines() == [
         f"{good}: ok",
-        f"{missing}: (file): cannot read the endpoint YAML (No such file or directory)",
+        f"{missing}: (file): error: cannot read the endpoint YAML (No such file or directory)",
     ]

@@ -6,6 +6,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import ENDPOINTS, RedisServer, free_port
 from proxystore.store import Store
-from sample_methods import double, open_socket
+from sample_methods import double, open_socket, size
 
 from colmena_fed import SitesConfig, TaskQueues, TaskServer
 from colmena_fed.endpoints.validate import validate
@@ -250,3 +251,46 @@ def test_another_user_reads_no_run_file_no_store_object_and_no_broker_url(testbe
     assert lines[0] == f"read {control}", probe.stdout
     assert lines[1:-1] == [f"denied {p}" for p in private]
     assert lines[-1] == "broker url refused 401"
+
+
+def test_a_redis_store_that_stops_answering_fails_the_task_instead_of_blocking() -> None:
+    server = RedisServer()
+    try:
+        store = {"kind": "redis", "port": server.port, "timeout_s": 1}
+        sites = {"cpu": {**SIM_SITES["cpu"], "stores": ["cache"]}}
+        data = {"stores": {"cache": store}, "threshold_bytes": 100}
+        config = SitesConfig.from_dict({"sites": sites, "data": data})
+        queues = TaskQueues()
+        with TaskServer(queues, config, [size]) as running:
+            server.process.send_signal(signal.SIGSTOP)  # alive, but answering nothing
+            try:
+                queues.send_inputs(b"x" * 1000, method="size")
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+            assert running.world is not None
+            running.world.run()
+            result = queues.get_result(timeout=5)
+        assert result.failure is not None
+        assert "cannot put the inputs of task" in result.failure.message
+        assert "Timeout" in result.failure.message
+    finally:
+        server.stop()
+
+
+def test_a_local_site_whose_endpoint_yaml_has_an_error_is_refused_at_start(
+    tmp_path: Path,
+) -> None:
+    endpoint = tmp_path / "misspelt.yaml"
+    text = (ENDPOINTS / "local-cpu.yaml").read_text()
+    endpoint.write_text(text.replace("strategy_period: 1", "strategy_perod: 1"))
+    sites = {"cpu-site": {"local": str(endpoint), "resources": {"cpu": 1}}}
+    queues = TaskQueues()
+    queues.send_inputs(1, method="double")  # sent before start: it is kept, not lost
+    server = TaskServer(queues, SitesConfig.from_dict({"sites": sites}), [double])
+    with pytest.raises(
+        ConfigError,
+        match=rf"site 'cpu-site': {endpoint}: engine.job_status_kwargs.strategy_perod: error: "
+        r"unknown key \(did you mean 'strategy_period'\?\)",
+    ):
+        server.start()
+    assert queues.active_count == 1

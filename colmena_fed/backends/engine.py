@@ -10,6 +10,7 @@ interchange must not make status reads or shutdown wait forever.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -36,6 +37,8 @@ _environment_lock = threading.Lock()
 #: one would run ZeroMQ's ``Context.term()``, which waits forever for the socket that a stuck
 #: Parsl thread still holds: a hang in whatever thread the collector happens to run in.
 _abandoned: list[GlobusComputeEngineBase] = []
+
+logger = logging.getLogger(__name__)
 
 
 def prepare_worker_environment() -> None:
@@ -72,8 +75,13 @@ def engine_config_text(path: Path, variables: Mapping[str, Any] | None = None) -
 
 
 def load_engine(path: Path, variables: Mapping[str, Any] | None = None) -> GlobusComputeEngineBase:
-    """Build (not start) the engine an endpoint YAML describes; `ConfigError` names the file."""
+    """Build (not start) the engine an endpoint YAML describes; `ConfigError` names the file.
+
+    The file gets the checks of ``colmena-fed endpoints validate`` first: an error refuses it,
+    naming the file and field; a warning is logged.
+    """
     text = engine_config_text(path, variables)
+    _check(path, variables or {})
     try:
         config = load_config_yaml(text)
     except click.ClickException as exc:
@@ -174,3 +182,15 @@ def abandon(engine: GlobusComputeEngineBase, reason: Exception) -> None:
     job_ids = [job for job in executor.blocks_to_job_id.values() if job is not None]
     if job_ids:
         executor.provider.cancel(job_ids)
+
+
+def _check(path: Path, variables: Mapping[str, Any]) -> None:
+    from colmena_fed.endpoints.validate import validate  # loads every Parsl provider
+
+    problems = validate(path, variables)
+    for problem in problems:
+        if problem.severity == "warning":
+            logger.warning("%s", problem)
+    errors = [str(problem) for problem in problems if problem.severity == "error"]
+    if errors:
+        raise ConfigError("; ".join(errors))

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 import globus_compute_endpoint.engines
@@ -48,18 +48,28 @@ _GPU_REQUEST = re.compile(r"ngpus=|--gpus|--gres[= ]\S*gpu|(?:^|\s)-G\s|--constr
 _ONE_NODE_LAUNCHERS = frozenset({"SingleNodeLauncher", "SimpleLauncher"})
 
 
+Severity = Literal["error", "warning"]
+
+
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with an endpoint configuration."""
+    """One thing wrong with an endpoint configuration.
+
+    Attributes:
+        severity: ``error`` when the endpoint would not start, or would misbehave for certain;
+            ``warning`` for advice that may not apply to this site (an account where the
+            scheduler needs none, a walltime left to the queue's default).
+    """
 
     file: Path
     field: str
     message: str
     line: int | None = None
+    severity: Severity = "error"
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else str(self.file)
-        return f"{where}: {self.field or '(file)'}: {self.message}"
+        return f"{where}: {self.field or '(file)'}: {self.severity}: {self.message}"
 
 
 def validate(path: Path, variables: Mapping[str, Any]) -> list[Problem]:
@@ -266,6 +276,7 @@ def _semantic(path: Path, data: dict[str, Any]) -> Iterator[Problem]:
             f"one accelerator, so Parsl starts {min(workers, count)} "
             + ("and the other accelerators stay idle" if workers < count else "workers, not more")
             + "; make them equal",
+            severity="warning",
         )
     request = _gpu_request(provider)
     if request and not count and engine.get("type") != "GlobusMPIEngine":
@@ -274,6 +285,7 @@ def _semantic(path: Path, data: dict[str, Any]) -> Iterator[Problem]:
             "engine.available_accelerators",
             f"the provider asks for GPUs ({request}) but workers are not pinned to them: set "
             "available_accelerators to the GPUs (or GPU tiles) per node",
+            severity="warning",
         )
     provider_class = getattr(parsl.providers, str(provider.get("type")), None)  # checked above
     if isinstance(provider_class, type) and issubclass(provider_class, ClusterProvider):
@@ -296,6 +308,7 @@ def _batch_settings(path: Path, provider: dict[str, Any], accepted: set[str]) ->
             "engine.provider.walltime",
             "missing: Parsl's default (10 or 20 minutes) would end each block early; "
             "set the walltime your queue allows, e.g. '01:00:00'",
+            severity="warning",
         )
     for key in ("account", "project"):
         if key not in accepted:
@@ -306,6 +319,7 @@ def _batch_settings(path: Path, provider: dict[str, Any], accepted: set[str]) ->
                 f"engine.provider.{key}",
                 f"missing: jobs would be charged to your default {key}, or refused; set the "
                 f"allocation to charge (or {key}: null where the scheduler needs none)",
+                severity="warning",
             )
         elif provider[key] == "":
             yield Problem(

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from colmena_fed.errors import ConfigError
-from colmena_fed.files import read_config_text
+from colmena_fed.files import UniqueKeyLoader, read_config_text
 from colmena_fed.stores import (
     STORE_KINDS,
     DataConfig,
@@ -336,7 +336,7 @@ class SitesConfig(BaseModel):
         path = Path(path)
         text = read_config_text(path, "sites YAML")
         try:
-            data = yaml.load(text, Loader=_UniqueKeyLoader)
+            data = yaml.load(text, Loader=UniqueKeyLoader)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         return cls.from_dict(data, source=path)
@@ -371,21 +371,6 @@ class SitesConfig(BaseModel):
                     "does not exist"
                 )
         return config
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses a key given twice (YAML would keep the last silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 def _describe(where: str, exc: ValidationError) -> str:

@@ -136,41 +136,54 @@ class _limited:
     """Interrupt the main thread after ``walltime`` seconds, and exit if that is not enough.
 
     Only a call in the main thread can be interrupted (where Python runs signal handlers, and
-    where process workers run tasks); elsewhere the limit is not enforced.
+    where process workers run tasks); elsewhere the limit is not enforced. The SIGALRM
+    handler stays installed and raises only while a call is armed, so an interrupt that
+    arrives just after the call returned does nothing.
     """
 
     def __init__(self, walltime: float | None) -> None:
-        main = threading.current_thread() is threading.main_thread()
-        self.walltime = walltime if main else None
-        self.returned = threading.Event()
-        self.previous: Any = None
+        self.walltime = walltime
+        self.returned: threading.Event | None = None
 
     def __enter__(self) -> None:
-        if self.walltime is None:
+        if self.walltime is None or threading.current_thread() is not threading.main_thread():
             return
-        self.previous = signal.signal(signal.SIGALRM, _interrupt)
-        watchdog = threading.Thread(
-            target=self._watch, args=(threading.main_thread().ident,), daemon=True
-        )
-        watchdog.start()
+        if signal.getsignal(signal.SIGALRM) is not _interrupt:
+            signal.signal(signal.SIGALRM, _interrupt)
+        self.returned = returned = threading.Event()
+        _ARMED[0] = returned
+        args = (threading.main_thread().ident, returned, self.walltime)
+        threading.Thread(target=_watch, args=args, daemon=True).start()
 
     def __exit__(self, *exc: object) -> None:
-        if self.walltime is None:
+        returned = self.returned
+        if returned is None:
             return
-        self.returned.set()
-        signal.signal(signal.SIGALRM, self.previous)
+        try:
+            _ARMED[0] = None  # from here an interrupt does nothing
+        finally:  # even if the interrupt lands on the line above
+            returned.set()
 
-    def _watch(self, main: int) -> None:
-        assert self.walltime is not None
-        if self.returned.wait(self.walltime):
-            return
-        signal.pthread_kill(main, signal.SIGALRM)
-        if not self.returned.wait(KILL_GRACE_S):
-            os._exit(124)  # the call ignores the interrupt: only a new worker frees the slot
+
+#: The "returned" event of the call the SIGALRM handler may interrupt now (None: none).
+_ARMED: list[threading.Event | None] = [None]
+
+
+def _watch(main: int, returned: threading.Event, walltime: float) -> None:
+    """Interrupt thread ``main`` unless the call returns within ``walltime``.
+
+    If even the interrupt does not make the call return, the worker process exits.
+    """
+    if returned.wait(walltime):
+        return
+    signal.pthread_kill(main, signal.SIGALRM)  # a no-op if the call returned meanwhile
+    if not returned.wait(KILL_GRACE_S):
+        os._exit(124)  # the call ignores the interrupt: only a new worker frees the slot
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise WalltimeExceeded
+    if _ARMED[0] is not None:
+        raise WalltimeExceeded
 
 
 #: The data fields of a report when nothing went through a store.

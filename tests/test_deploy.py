@@ -133,7 +133,7 @@ def test_existing_configuration_is_not_overwritten_without_force(
 def test_a_config_that_does_not_validate_is_not_installed(tmp_path: Path) -> None:
     run = install(tmp_path, "--name", "polaris", "--config", str(POLARIS), "--no-start")
     assert run.returncode == 1
-    assert f"{POLARIS}: engine.provider.account: template variable 'account'" in run.stdout
+    assert f"{POLARIS}: engine.provider.account: error: template variable 'account'" in run.stdout
     assert "fix the problems above" in run.stderr
     assert not (tmp_path / ".globus_compute").exists()
 

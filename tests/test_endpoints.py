@@ -127,6 +127,7 @@ def test_warnings_alone_pass_unless_strict_and_json_says_which_is_which() -> Non
     report = json.loads(shown.stdout)
     assert [entry["file"] for entry in report] == list(map(str, both))
     assert {p["severity"] for entry in report[:-1] for p in entry["problems"]} == {"warning"}
+    assert [entry["ok"] for entry in report] == [True] * len(warned) + [False]
     assert [p["severity"] for p in report[-1]["problems"]] == ["error"]
 
 
@@ -218,3 +219,25 @@ def test_a_missing_file_is_one_problem_among_good_files(tmp_path: Path) -> None:
         f"{good}: ok",
         f"{missing}: (file): error: cannot read the endpoint YAML (No such file or directory)",
     ]
+
+
+def test_a_key_given_twice_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "engine:\n  type: GlobusComputeEngine\n  provider:\n    type: LocalProvider\n"
+        "    worker_init: 'module load a'\n    worker_init: 'source b'\n"
+    )
+    (problem,) = validate(path, {})
+    assert (problem.severity, problem.line) == ("error", 6)
+    assert "duplicate key 'worker_init'" in problem.message
+
+
+def test_a_condor_pool_needs_no_walltime_and_may_name_its_project_in_options(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "condor.yaml"
+    path.write_text(
+        "engine:\n  type: GlobusComputeEngine\n  provider:\n    type: CondorProvider\n"
+        "    scheduler_options: '+ProjectName = \"my-project\"'\n"
+    )
+    assert validate(path, {}) == []

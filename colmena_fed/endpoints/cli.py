@@ -56,7 +56,7 @@ def validate_command(
         report = [
             {
                 "file": str(path),
-                "ok": not problems,
+                "ok": not any(p.severity == "error" for p in problems),
                 "problems": [
                     {"field": p.field, "line": p.line, "severity": p.severity, "message": p.message}
                     for p in problems

@@ -33,7 +33,7 @@ from parsl.providers.cluster_provider import ClusterProvider
 
 from colmena_fed.endpoints.template import MissingVariables, TemplateError, placeholder, render
 from colmena_fed.errors import ConfigError
-from colmena_fed.files import read_config_text
+from colmena_fed.files import UniqueKeyLoader, read_config_text
 
 #: The Parsl executor each engine hands its remaining keyword arguments to.
 _ENGINE_EXECUTORS: dict[str, type] = {
@@ -43,6 +43,15 @@ _ENGINE_EXECUTORS: dict[str, type] = {
 
 #: Scheduler requests for GPUs, in any provider option that carries directives.
 _GPU_REQUEST = re.compile(r"ngpus=|--gpus|--gres[= ]\S*gpu|(?:^|\s)-G\s|--constraint[= ]\S*gpu")
+
+#: Providers whose jobs have no walltime (HTCondor runs a job until it ends).
+_NO_WALLTIME = frozenset({"CondorProvider"})
+
+#: Scheduler directives in ``scheduler_options`` that set the account or project instead.
+_CHARGED_IN_OPTIONS = {
+    "account": re.compile(r"#PBS\s+-A\s|#SBATCH\s+(?:-A\s|--account[= ])"),
+    "project": re.compile(r"\+ProjectName\s*=|#PBS\s+-P\s"),
+}
 
 #: Launchers that start the worker pool on the block's first node only.
 _ONE_NODE_LAUNCHERS = frozenset({"SingleNodeLauncher", "SimpleLauncher"})
@@ -88,7 +97,7 @@ def validate(path: Path, variables: Mapping[str, Any]) -> list[Problem]:
     except TemplateError as exc:
         return [Problem(path, "", str(exc), exc.line)]
     try:
-        data = yaml.safe_load(rendered)
+        data = yaml.load(rendered, Loader=UniqueKeyLoader)  # a key given twice loses one
     except yaml.YAMLError as exc:
         # The line where the broken construct starts; the rendered file's lines are the
         # template's when rendering kept their number.
@@ -302,7 +311,7 @@ def _batch_settings(path: Path, provider: dict[str, Any], accepted: set[str]) ->
             f"{walltime} is a number, not HH:MM:SS: YAML reads an unquoted 1:00:00 as "
             f"seconds in base 60; quote it: walltime: '{_hms(walltime)}'",
         )
-    if walltime is None:
+    if walltime is None and provider.get("type") not in _NO_WALLTIME:
         yield Problem(
             path,
             "engine.provider.walltime",
@@ -310,8 +319,9 @@ def _batch_settings(path: Path, provider: dict[str, Any], accepted: set[str]) ->
             "set the walltime your queue allows, e.g. '01:00:00'",
             severity="warning",
         )
+    options = str(provider.get("scheduler_options") or "")
     for key in ("account", "project"):
-        if key not in accepted:
+        if key not in accepted or _CHARGED_IN_OPTIONS[key].search(options):
             continue
         if key not in provider:
             yield Problem(

@@ -211,8 +211,12 @@ class TaskSubmitter(Agent):
         rec = self._counter(thinker)
         n_slots = self._count_attribute(thinker, "n_slots", self.n_slots)
         while not thinker.done.is_set():
-            if rec.acquire(self.task_type, n_slots, cancel_if=thinker.done):
-                self.func(thinker)
+            if not rec.acquire(self.task_type, n_slots, cancel_if=thinker.done):
+                continue
+            if thinker.done.is_set():  # taken as the thinker ended: nothing more to submit
+                rec.release(self.task_type, n_slots)
+                return
+            self.func(thinker)
 
 
 class EventResponder(Agent):

@@ -92,6 +92,10 @@ class SecureRedisConnector(RedisConnector):
         """Rebuild a connector from `config`."""
         return cls(**config)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the configuration (a method that refers to a store takes no password)."""
+        return (type(self).from_config, (self.config(),))
+
 
 def read_password(env: str | None, file: str | None) -> str | None:
     """The password in environment variable ``env`` or in ``file``; None if neither is named.

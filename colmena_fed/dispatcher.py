@@ -324,7 +324,7 @@ class Dispatcher:
         task.timestamps.received = received
         site = task.attempts[-1].site
         counts = self.counts[site]
-        if isinstance(outcome, SiteError) and _past_walltime(task, received):
+        if isinstance(outcome, SiteError) and _stopped_at_walltime(task, outcome, received):
             # Its worker was stopped for running too long (or lost after that): not the site's
             # fault, and running it again would take as long.
             outcome = SiteError(site, WALLTIME_EXCEEDED, _walltime_message(task), kind="timeout")
@@ -552,11 +552,12 @@ def _record(task: Result, report: WorkerReport) -> None:
         )
 
 
-def _past_walltime(task: Result, now: float) -> bool:
-    """Whether ``task`` has been at its site longer than its walltime."""
-    if task.walltime is None or not task.attempts:
+def _stopped_at_walltime(task: Result, failure: SiteError, now: float) -> bool:
+    """Whether ``failure`` is the worker of ``task`` exiting past its walltime (the watchdog)."""
+    if task.walltime is None or not task.attempts or failure.kind != "system":
         return False
-    return now - task.attempts[-1].dispatched >= task.walltime
+    lost = "WorkerLost" in failure.code or "WorkerLost" in failure.message
+    return lost and now - task.attempts[-1].dispatched >= task.walltime
 
 
 def _walltime_message(task: Result) -> str:

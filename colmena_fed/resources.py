@@ -96,7 +96,8 @@ class ResourceCounter:
         """Take ``n_slots`` free slots of ``task``'s pool, waiting until they are free.
 
         A ``timeout`` (seconds) of 0 or less waits for ever, as in Colmena; the wait also ends
-        as soon as ``cancel_if`` is set. Returns whether the slots were taken.
+        as soon as ``cancel_if`` is set (a set ``cancel_if`` takes nothing). Returns whether
+        the slots were taken.
         """
         _check_count(n_slots)
         self.check_pool(task)
@@ -237,19 +238,18 @@ class ResourceCounter:
         line = self._lines[pool]
         line.append(ticket)
         try:
-            while True:
+            while cancel_if is None or not cancel_if.is_set():
                 wanted = self._allocated[pool] if n_slots == "all" else n_slots
                 if line[0] is ticket and self._available[pool] >= wanted:
                     self._available[pool] -= wanted
                     return wanted
-                if cancel_if is not None and cancel_if.is_set():  # abandons a wait, only
-                    return None
                 wait = None if deadline is None else deadline - time.monotonic()
                 if wait is not None and wait <= 0:
                     return None
                 if cancel_if is not None:  # an Event cannot notify our condition
                     wait = REACTION_S if wait is None else min(wait, REACTION_S)
                 self._cond.wait(wait)
+            return None
         finally:
             line.remove(ticket)
             self._cond.notify_all()
@@ -309,7 +309,11 @@ class ReallocatorThread(threading.Thread):
                 step = min(step, self.max_slots - have)
             rec.reallocate(self.gather_from, self.gather_to, step, cancel_if=self.stop_event)
         self.stop_event.wait()
-        if self.disperse_to != self.gather_to:
+        if self.disperse_to == self.gather_to:
+            return
+        if self.cancel_if is not None and self.cancel_if.is_set():  # only if all are free now
+            rec.reallocate(self.gather_to, self.disperse_to, "all", timeout=REACTION_S)
+        else:
             rec.reallocate(self.gather_to, self.disperse_to, "all", cancel_if=self.cancel_if)
         self.logger.info("slots of %r went back to %r", self.gather_to, self.disperse_to)
 

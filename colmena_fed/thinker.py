@@ -669,6 +669,7 @@ class BaseThinker(threading.Thread, metaclass=_ThinkerType):
                     self.exception = exc
                     self.failed_agent = f"{type(self).__name__}.{spec.name}"
             self.logger.error("agent %s raised; stopping every agent", spec.name, exc_info=exc)
+            self.queues.send_kill_signal()  # result processors stop draining at once
         finally:
             with self._state_lock:
                 self._running -= 1

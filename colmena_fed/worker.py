@@ -120,53 +120,45 @@ def run_method(
     started = time.time()
     value: Any = None
     failure: tuple[str | None, str | None, str | None] = (None, None, None)
+    main = threading.current_thread() is threading.main_thread()
+    returned = threading.Event() if walltime is not None and main else None
     try:
-        with _limited(walltime):
+        try:
+            if returned is not None and walltime is not None:
+                _arm(returned, walltime)
             value = method(*args, **kwargs)
+        finally:
+            _ARMED[0] = None  # from here no interrupt raises
     except WalltimeExceeded:
         name = getattr(method, "__name__", repr(method))
         failure = (WALLTIME_EXCEEDED, walltime_message(name, walltime or 0.0), None)
     except Exception as exc:
         failure = (type(exc).__name__, str(exc), traceback.format_exc())
+    finally:
+        if returned is not None:  # its watchdog stands down
+            returned.set()
     ended = time.time()
     return (failure[0] is None, value, *failure, started, ended, *worker_identity(), *_NO_DATA)
 
 
-class _limited:
-    """Interrupt the main thread after ``walltime`` seconds, and exit if that is not enough.
+#: The "returned" event of the call an interrupt may stop now, and of the call whose
+#: watchdog sent the last interrupt (an interrupt raises only when they are the same call).
+_ARMED: list[threading.Event | None] = [None]
+_FIRED: list[threading.Event | None] = [None]
+
+
+def _arm(returned: threading.Event, walltime: float) -> None:
+    """Let the call now starting in the main thread be interrupted after ``walltime``.
 
     Only a call in the main thread can be interrupted (where Python runs signal handlers, and
-    where process workers run tasks); elsewhere the limit is not enforced. The SIGALRM
-    handler stays installed and raises only while a call is armed, so an interrupt that
-    arrives just after the call returned does nothing.
+    where process workers run tasks). The SIGALRM handler stays installed; it raises once per
+    call at most, and only in the call its watchdog fired for.
     """
-
-    def __init__(self, walltime: float | None) -> None:
-        self.walltime = walltime
-        self.returned: threading.Event | None = None
-
-    def __enter__(self) -> None:
-        if self.walltime is None or threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGALRM) is not _interrupt:
-            signal.signal(signal.SIGALRM, _interrupt)
-        self.returned = returned = threading.Event()
-        _ARMED[0] = returned
-        args = (threading.main_thread().ident, returned, self.walltime)
-        threading.Thread(target=_watch, args=args, daemon=True).start()
-
-    def __exit__(self, *exc: object) -> None:
-        returned = self.returned
-        if returned is None:
-            return
-        try:
-            _ARMED[0] = None  # from here an interrupt does nothing
-        finally:  # even if the interrupt lands on the line above
-            returned.set()
-
-
-#: The "returned" event of the call the SIGALRM handler may interrupt now (None: none).
-_ARMED: list[threading.Event | None] = [None]
+    if signal.getsignal(signal.SIGALRM) is not _interrupt:
+        signal.signal(signal.SIGALRM, _interrupt)
+    _ARMED[0] = returned
+    args = (threading.main_thread().ident, returned, walltime)
+    threading.Thread(target=_watch, args=args, daemon=True).start()
 
 
 def _watch(main: int, returned: threading.Event, walltime: float) -> None:
@@ -176,13 +168,16 @@ def _watch(main: int, returned: threading.Event, walltime: float) -> None:
     """
     if returned.wait(walltime):
         return
+    _FIRED[0] = returned
     signal.pthread_kill(main, signal.SIGALRM)  # a no-op if the call returned meanwhile
     if not returned.wait(KILL_GRACE_S):
         os._exit(124)  # the call ignores the interrupt: only a new worker frees the slot
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    if _ARMED[0] is not None:
+    armed = _ARMED[0]
+    if armed is not None and armed is _FIRED[0]:
+        _ARMED[0] = None
         raise WalltimeExceeded
 
 

@@ -214,3 +214,28 @@ def test_colmenas_resource_requirements_become_a_resource_specification() -> Non
     mpi = as_resource_request({"node_count": 2, "cpu_processes": 4})
     assert mpi.specification == {"num_nodes": 2, "ranks_per_node": 4}
     assert ResourceRequirements(node_count=2, cpu_processes=4).total_ranks == 8
+
+
+class RaisesWhileDraining(BaseThinker):
+    """A processor drains a task that never comes back; another agent raises meanwhile."""
+
+    @agent
+    def sends_then_ends(self) -> None:
+        self.queues.send_inputs(1, method="double")  # no task server: it stays in flight
+
+    @result_processor
+    def drains(self, result: Result) -> None:
+        raise AssertionError("no result comes")
+
+    @agent(startup=True)
+    def fails_late(self) -> None:
+        self.done.wait()
+        raise ValueError("failed while results drain")
+
+
+@pytest.mark.timeout(30)  # without the kill signal the processor drains for ever
+def test_an_agent_raising_while_results_drain_stops_the_thinker() -> None:
+    thinker = RaisesWhileDraining(TaskQueues())
+    with pytest.raises(ValueError, match="failed while results drain"):
+        thinker.run()
+    assert thinker.queues.active_count == 1

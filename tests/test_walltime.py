@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,22 @@ def test_a_walltime_that_is_not_positive_is_refused(walltime: float) -> None:
         Method(double, walltime=walltime)
     with pytest.raises(ValueError, match="walltime"):
         TaskQueues().send_inputs(1, method="double", walltime=walltime)
+
+
+#: Many calls that end as their walltime passes: no stray interrupt may fail a later call or
+#: make the worker exit once every watchdog's grace is over.
+RACES = """
+import sys, time
+from colmena_fed.worker import KILL_GRACE_S, run_method, read_report
+failed = [read_report((*run_method(time.sleep, 1e-4, 0.0002), None)).success for _ in range(300)]
+time.sleep(KILL_GRACE_S + 1)
+print(sum(failed), "succeeded")
+"""
+
+
+def test_calls_that_end_at_their_walltime_leave_no_stray_interrupt() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", RACES], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.strip().endswith("succeeded")

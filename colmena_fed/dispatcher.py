@@ -291,7 +291,7 @@ class Dispatcher:
 
     def _on_requested(self, task: Result) -> None:
         method = self.methods.get(task.method)
-        if task.walltime is None and method is not None and method.walltime is not None:
+        if task.walltime is None and method is not None:
             task.walltime = method.walltime
         self._live[task.task_id] = task
         if self.journal is not None:
@@ -327,7 +327,10 @@ class Dispatcher:
         if isinstance(outcome, SiteError) and _stopped_at_walltime(task, outcome, received):
             # Its worker was stopped for running too long (or lost after that): not the site's
             # fault, and running it again would take as long.
-            outcome = SiteError(site, WALLTIME_EXCEEDED, _walltime_message(task), kind="timeout")
+            message = walltime_message(task.method, task.walltime or 0.0)
+            outcome = SiteError(
+                site, WALLTIME_EXCEEDED, f"{message} (its worker was replaced)", kind="timeout"
+            )
         failed_here = isinstance(outcome, SiteError) and outcome.kind == "system"
         if failed_here and self.backends[site].polled:  # its next report lifts it
             self.scheduler.suspend(site)  # before its slot frees: nothing more goes there
@@ -558,7 +561,3 @@ def _stopped_at_walltime(task: Result, failure: SiteError, now: float) -> bool:
         return False
     lost = "WorkerLost" in failure.code or "WorkerLost" in failure.message
     return lost and now - task.attempts[-1].dispatched >= task.walltime
-
-
-def _walltime_message(task: Result) -> str:
-    return walltime_message(task.method, task.walltime or 0.0) + " (its worker was replaced)"

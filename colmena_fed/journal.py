@@ -253,6 +253,23 @@ def read(path: Path, *, live: bool = False) -> Contents:
     With ``live``, the journal may be one a running thinker is writing: a last frame cut
     short anywhere is one not written to the end yet, not a damaged journal.
     """
+    frames, meta = _opened(path, live)
+    events: list[Row] = []
+    try:
+        for payload in frames:
+            events += pickle.loads(payload)
+    except (ValueError, pickle.UnpicklingError, EOFError) as exc:
+        raise _corrupt(path, exc) from exc
+    return Contents(meta, events, frames.end, len(frames.data) - frames.end)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The run's facts (the journal's first frame) alone: a check that reads no event."""
+    return _opened(path, live=False)[1]
+
+
+def _opened(path: Path, live: bool) -> tuple[_Frames, dict[str, Any]]:
+    """The journal's frames after its run facts, and the facts; `JournalError` if unusable."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -273,17 +290,18 @@ def read(path: Path, *, live: bool = False) -> Contents:
     frames = _Frames(path, data, start, live)
     try:
         meta = json.loads(next(frames))
-        events: list[Row] = []
-        for payload in frames:
-            events += pickle.loads(payload)
     except StopIteration:
         raise JournalError(f"{path}: the journal is truncated (no run facts); {ELSE}") from None
-    except (ValueError, pickle.UnpicklingError, EOFError) as exc:
-        raise JournalError(
-            f"{path}: the journal is corrupt (a frame that is not colmena-fed's: {exc}); "
-            f"nothing was changed; {ELSE}"
-        ) from exc
-    return Contents(meta, events, frames.end, len(data) - frames.end)
+    except ValueError as exc:
+        raise _corrupt(path, exc) from exc
+    return frames, meta
+
+
+def _corrupt(path: Path, exc: Exception) -> JournalError:
+    return JournalError(
+        f"{path}: the journal is corrupt (a frame that is not colmena-fed's: {exc}); "
+        f"nothing was changed; {ELSE}"
+    )
 
 
 class _Frames:

@@ -1,11 +1,12 @@
 """Reading a run's journal back: where each task stood when its thinker died.
 
-`reopen` checks the journal before anything else happens (`take_over`: it is left exactly as
-it was if it cannot be used: another process holds the run directory, it is not a colmena-fed
-journal, it is of another format, it is truncated or corrupt, or it names other sites or
-methods than this run), then sorts every task the run submitted into one of four states
-(`recover`, into a `Recovery`): delivered to the thinker; ended but not delivered; in flight at
-a site; pending on the thinker side. A task server does the second step while its sites start.
+`reopen` checks the journal's run facts before anything else happens (`take_over`: it is left
+exactly as it was if it cannot be used: another process holds the run directory, it is not a
+colmena-fed journal, it is of another format, or it names other sites or methods than this
+run), then reads its events and sorts every task the run submitted into one of four states
+(`recover`, into a `Recovery`; a truncated or corrupt frame is refused there, the journal
+still left as it was): delivered to the thinker; ended but not delivered; in flight at a site;
+pending on the thinker side. A task server does the second step while its sites start.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from typing import Any
 from colmena_fed.errors import JournalError
 from colmena_fed.journal import (
     FILE_NAME,
-    Contents,
     Journal,
     RunIdentity,
     hold,
     loads,
     read,
     read_deliveries,
+    read_meta,
 )
 from colmena_fed.models import Attempt, Result
 from colmena_fed.records import rebuild, unpack
@@ -78,16 +79,19 @@ class Recovery:
 
 def reopen(run_dir: Path, identity: RunIdentity) -> tuple[Journal, Recovery]:
     """Take over the run in ``run_dir`` (same sites and methods); its journal and recovery."""
-    journal, contents = take_over(run_dir, identity)
+    journal, _ = take_over(run_dir, identity)
     try:
-        return journal, recover(journal, contents)
+        return journal, recover(journal)
     except BaseException:
         journal.close()
         raise
 
 
-def take_over(run_dir: Path, identity: RunIdentity) -> tuple[Journal, Contents]:
-    """Hold ``run_dir`` and check its journal (fast); `recover` then sorts what it holds."""
+def take_over(run_dir: Path, identity: RunIdentity) -> tuple[Journal, dict[str, Any]]:
+    """Hold ``run_dir`` and check its journal's run facts (fast); `recover` reads the rest.
+
+    Returns the journal and its run facts.
+    """
     path = run_dir / FILE_NAME
     if not path.is_file():
         raise JournalError(
@@ -96,8 +100,8 @@ def take_over(run_dir: Path, identity: RunIdentity) -> tuple[Journal, Contents]:
         )
     lock = hold(run_dir)
     try:
-        contents = read(path)
-        theirs = RunIdentity(contents.meta.get("sites", {}), contents.meta.get("methods", []))
+        meta = read_meta(path)
+        theirs = RunIdentity(meta.get("sites", {}), meta.get("methods", []))
         differences = identity.differences(theirs)
         if differences:
             raise JournalError(
@@ -109,14 +113,18 @@ def take_over(run_dir: Path, identity: RunIdentity) -> tuple[Journal, Contents]:
     except BaseException:
         os.close(lock)
         raise
-    return journal, contents
+    return journal, meta
 
 
-def recover(journal: Journal, contents: Contents) -> Recovery:
-    """Sort the tasks of a journal `take_over` checked, before anything is written to it."""
+def recover(journal: Journal) -> Recovery:
+    """Read and sort the tasks of a journal `take_over` checked, before anything is written to it.
+
+    Raises `JournalError` (the journal left as it was) if a frame is corrupt or truncated.
+    """
     collecting = gc.isenabled()
     gc.disable()  # tens of thousands of new records, none garbage: collecting them is waste
     try:
+        contents = read(journal.path)
         recovery = _sorted(contents.events, read_deliveries(journal.path.parent), contents.meta)
     finally:
         if collecting:

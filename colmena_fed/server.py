@@ -39,7 +39,7 @@ from colmena_fed.capacity import CapacityCallback, CapacityWatchers
 from colmena_fed.data import DataPlane
 from colmena_fed.dispatcher import Dispatcher, SiteCounts
 from colmena_fed.files import private_dir
-from colmena_fed.journal import Contents, Journal, RunIdentity
+from colmena_fed.journal import Journal, RunIdentity
 from colmena_fed.methods import Method, MethodLike, as_methods
 from colmena_fed.models import Result
 from colmena_fed.policies import Observations, make_policy
@@ -204,18 +204,17 @@ class TaskServer:
     def start(self) -> None:
         """Start every site, then accept requests; a site that fails to start stops the rest.
 
-        A resumed run checks its journal first, and sorts the tasks it holds while the sites
-        start.
+        A resumed run checks its journal's run facts first, and reads and sorts the tasks it
+        holds while the sites start (a corrupt journal then stops them again).
         """
         if self.run_dir is None:
             self.run_dir = Path(tempfile.mkdtemp(prefix="colmena-fed-"))
         private_dir(self.run_dir)
         recovering: Future[Recovery] | None = None
         if self._journaled:
-            self.dispatcher.journal, contents = self._open_journal(self.run_dir)
-            if contents is not None:
-                journal = self.dispatcher.journal
-                recovering = _in_background(functools.partial(recover, journal, contents))
+            self.dispatcher.journal = journal = self._open_journal(self.run_dir)
+            if self.resume:
+                recovering = _in_background(functools.partial(recover, journal))
         if self.world is not None:
             self.world.begin(self.dispatcher.tick)
         try:
@@ -250,8 +249,8 @@ class TaskServer:
         _left_running.add(self)
         self.queues.connect(self._request, self._deliver)
 
-    def _open_journal(self, run_dir: Path) -> tuple[Journal, Contents | None]:
-        """The journal of a new run, or of the run to resume (checked, not yet sorted)."""
+    def _open_journal(self, run_dir: Path) -> Journal:
+        """The journal of a new run, or of the run to resume (its run facts checked)."""
         sites = self.config.sites
         identity = RunIdentity(
             {name: _kind(site) for name, site in sites.items()}, list(self.methods)
@@ -262,10 +261,10 @@ class TaskServer:
                 "capacity": {name: site.resources for name, site in sites.items()},
                 "result_stores": {name: next(iter(reach.get(name, [])), None) for name in sites},
             }
-            return Journal.create(run_dir, identity, str(self.task_group), facts), None
-        journal, contents = take_over(run_dir, identity)
-        self.task_group = self._clients.task_group = uuid.UUID(contents.meta["task_group"])
-        return journal, contents
+            return Journal.create(run_dir, identity, str(self.task_group), facts)
+        journal, meta = take_over(run_dir, identity)
+        self.task_group = self._clients.task_group = uuid.UUID(meta["task_group"])
+        return journal
 
     def _close_journal(self) -> None:
         """Detach the journal from the dispatcher (between two of its events), and close it."""

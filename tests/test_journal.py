@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sample_methods import double
+from conftest import run_processes, still_running
+from sample_methods import double, nap
 from test_thinker_exit import CLI, environment, sites_yaml
 
 from colmena_fed import Result, SitesConfig, TaskQueues, TaskServer
@@ -159,8 +160,9 @@ def test_a_journal_keeps_numpy_inputs_and_values_and_their_records_write_json(
 
 
 def fingerprint(run_dir: Path) -> dict[str, str]:
-    """The bytes of every file of the run directory."""
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in run_dir.iterdir()}
+    """The bytes of every file of the run directory (not of the sites' directories in it)."""
+    files = (path for path in run_dir.iterdir() if path.is_file())
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
 
 
 def damage(path: Path, how: str) -> str:
@@ -210,6 +212,23 @@ def test_a_journal_that_cannot_be_resumed_is_one_clear_error_and_left_as_it_was(
         reopen(tmp_path, IDENTITY)
     assert str(tmp_path / FILE_NAME) in str(raised.value)
     assert fingerprint(tmp_path) == before
+
+
+def test_a_corrupt_frame_found_while_the_sites_start_stops_them_and_leaves_the_journal(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    damage(bulky_journal(run_dir), "corrupt")  # the run facts are whole: the sites start
+    before = fingerprint(run_dir)
+    config = SitesConfig.from_yaml(sites_yaml(tmp_path, "local", None))
+    server = TaskServer(TaskQueues(), config, [double, nap], run_dir=run_dir, resume=True)
+    with pytest.raises(JournalError, match="corrupt"):
+        server.start()
+    assert fingerprint(run_dir) == before
+    started = run_processes(os.getpid(), run_dir)
+    engines = {pid: p for pid, p in started.items() if "colmena_fed.guard" not in p.cmdline()}
+    assert still_running(engines) == []  # the guard is this test process's own
 
 
 def test_a_write_cut_short_by_the_thinkers_death_is_dropped_and_the_run_resumes(

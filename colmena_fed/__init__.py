@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from colmena_fed.compat import ResourceRequirements
     from colmena_fed.errors import ColmenaFedError, ConfigError, SiteError
     from colmena_fed.exceptions import KillSignalException, TimeoutException
-    from colmena_fed.methods import Method, PythonMethod
+    from colmena_fed.methods import Method, PythonGeneratorMethod, PythonMethod
     from colmena_fed.models import (
         Attempt,
         FailureInfo,
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from colmena_fed.resources import ReallocatorThread
     from colmena_fed.server import TaskServer
     from colmena_fed.sites import SitesConfig
+    from colmena_fed.stream import ChannelUnreachable, emit
     from colmena_fed.thinker import (
         BaseThinker,
         ResourceCounter,
@@ -44,6 +45,7 @@ _HOMES = {
     "KillSignalException": "exceptions",
     "TimeoutException": "exceptions",
     "Method": "methods",
+    "PythonGeneratorMethod": "methods",
     "PythonMethod": "methods",
     "Attempt": "models",
     "FailureInfo": "models",
@@ -55,6 +57,8 @@ _HOMES = {
     "ReallocatorThread": "resources",
     "TaskServer": "server",
     "SitesConfig": "sites",
+    "ChannelUnreachable": "stream",
+    "emit": "stream",
     "BaseThinker": "thinker",
     "ResourceCounter": "thinker",
     "agent": "thinker",
@@ -66,11 +70,13 @@ _HOMES = {
 __all__ = [
     "Attempt",
     "BaseThinker",
+    "ChannelUnreachable",
     "ColmenaFedError",
     "ConfigError",
     "FailureInfo",
     "KillSignalException",
     "Method",
+    "PythonGeneratorMethod",
     "PythonMethod",
     "ReallocatorThread",
     "ResourceCounter",
@@ -85,6 +91,7 @@ __all__ = [
     "Timestamps",
     "WorkerInfo",
     "agent",
+    "emit",
     "event_responder",
     "result_processor",
     "task_submitter",

@@ -26,10 +26,12 @@ from proxystore.store import Store
 from proxystore.store.config import StoreConfig
 from proxystore.store.utils import get_key
 
+from colmena_fed.journal import delivery_key
+from colmena_fed.large import small
 from colmena_fed.models import Result
 from colmena_fed.recovery import Recovery
 from colmena_fed.stores import DataConfig, connector
-from colmena_fed.worker import small, store_name
+from colmena_fed.worker import store_name
 
 #: Globus Compute refuses a serialized result over 10 MiB, and its serializer inflates raw bytes
 #: ~1.35x: a result larger than this goes through a store whatever the threshold.
@@ -240,7 +242,7 @@ class DataPlane:
         """
         if type(task.value) is Proxy and self._located(task.value) is not None:
             with self._lock:
-                self._results[task.task_id] = task.value
+                self._results[delivery_key(task)] = task.value
 
     def discard(self, value: Any) -> None:
         """Evict the object behind a proxied result nobody will take (e.g. a late outcome)."""
@@ -256,9 +258,9 @@ class DataPlane:
         Any other object leaves its store with `after_delivery`.
         """
         with self._lock:
-            proxy = self._results.get(task.task_id)
+            proxy = self._results.get(delivery_key(task))
             if proxy is not None and task.keep_result:
-                del self._results[task.task_id]
+                del self._results[delivery_key(task)]
                 located = self._located(proxy)
                 if located is not None:
                     self._shared[located[1]] = located[0]
@@ -277,7 +279,7 @@ class DataPlane:
     def after_delivery(self, task: Result) -> None:
         """The thinker has the result: evict its object (in the background)."""
         with self._lock:
-            proxy = self._results.pop(task.task_id, None)
+            proxy = self._results.pop(delivery_key(task), None)
         located = None if proxy is None else self._located(proxy)
         if located is not None:
             self._evictions.put(located)

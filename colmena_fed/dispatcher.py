@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -33,14 +34,16 @@ from typing import Any, TypeVar
 from colmena_fed import clock
 from colmena_fed.backends import Outcome, OutcomeCallback, SiteBackend, SiteStatus
 from colmena_fed.capacity import CapacityWatchers
+from colmena_fed.channels import Intermediate
 from colmena_fed.data import DataPlane
 from colmena_fed.errors import SiteError
-from colmena_fed.journal import Journal, UnjournaledInputs
+from colmena_fed.journal import Journal, UnjournaledInputs, delivery_key
 from colmena_fed.methods import Method
-from colmena_fed.models import Attempt, FailureInfo, Result, WorkerInfo
+from colmena_fed.models import Attempt, FailureInfo, Result, Timestamps, WorkerInfo
 from colmena_fed.recovery import InFlight, Recovery
 from colmena_fed.scheduler import Placement, PlacementError, Scheduler
 from colmena_fed.signals import SignalHold
+from colmena_fed.stream import CHANNEL_UNREACHABLE
 from colmena_fed.worker import WALLTIME_EXCEEDED, WorkerReport, walltime_message
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,9 @@ _Call = tuple[Any, ...]
 #: Globus Compute id if known, and where its outcome goes; then every id the journal knows.
 Reattach = Callable[[list[tuple[Result, str, "str | None", OutcomeCallback]], set[str]], None]
 
+#: Seconds a finished streaming task waits for its intermediate results, by default.
+LOST_AFTER_S = 30.0
+
 #: Why a resumed run sends again a task that was in flight at a local site.
 RESENT = "the thinker restarted; the local site's engine, and the task with it, died with it"
 
@@ -68,6 +74,28 @@ class SiteCounts:
     failed: int = 0
     by_method: dict[str, int] = field(default_factory=dict)
     status: SiteStatus = field(default_factory=lambda: SiteStatus(online=False, detail="starting"))
+
+
+@dataclass
+class _Stream:
+    """What a streaming task has passed on to the thinker, across its attempts."""
+
+    #: Intermediate results taken so far: the sequence number of the next one.
+    next: int = 0
+    #: The attempt whose values are taken now; an older attempt's are dropped.
+    attempt: int = 0
+    #: Values of that attempt that came ahead of their turn, by sequence number.
+    early: dict[int, Intermediate] = field(default_factory=dict)
+
+
+@dataclass
+class _Held:
+    """A finished streaming task whose intermediate results are still on their way."""
+
+    report: WorkerReport
+    site: str
+    #: When they count as lost (monotonic seconds: a network's delay, in real time).
+    deadline: float
 
 
 class Dispatcher:
@@ -88,6 +116,7 @@ class Dispatcher:
         capacity: CapacityWatchers | None = None,
         staleness: float = float("inf"),
         journal: Journal | None = None,
+        lost_after: Mapping[str, tuple[str, float]] | None = None,
     ) -> None:
         """Dispatch over ``backends`` with ``scheduler``; ``deliver`` hands a result to the thinker.
 
@@ -100,6 +129,9 @@ class Dispatcher:
             capacity: Watchers of the live capacity per slot kind, told after status changes.
             staleness: Seconds after which a site's last online report no longer counts.
             journal: Where every transition is written down before its effects run, if any.
+            lost_after: Per site that streams, its channel, and the seconds a finished
+                streaming task waits for intermediate results still on their way there before
+                they count as lost.
         """
         self.scheduler = scheduler
         self.backends = backends
@@ -120,6 +152,9 @@ class Dispatcher:
         self._live: dict[str, Result] = {}  # requested and not yet ended
         self._in_flight: dict[str, Result] = {}  # sent to a site, outcome not yet in
         self._journaled_status: dict[str, tuple[bool, int | None]] = {}
+        self.lost_after = dict(lost_after or {})
+        self._streams: dict[str, _Stream] = {}  # streaming tasks that sent something
+        self._held: dict[str, _Held] = {}  # finished, intermediate results still to come
         self._closed = False
         self._main = threading.main_thread().ident
 
@@ -141,6 +176,20 @@ class Dispatcher:
         """Time passed: expire pending tasks whose ``max_wait`` is over."""
         self._post((self._on_tick,))
 
+    def intermediates(self, channel: str, batch: list[Intermediate], position: str) -> None:
+        """``channel`` carried ``batch``; returns once it is applied (and journaled).
+
+        ``position`` is the channel's stream position after the batch (a resumed run reads on
+        from the journaled one).
+        """
+        self._post((self._on_intermediates, channel, batch, position))
+        self.read(lambda: None)
+
+    def overdue_streams(self) -> None:
+        """Time passed: run again finished tasks whose intermediate results never came."""
+        if self._held:
+            self._post((self._on_overdue_streams,))
+
     def delivered(self, task: Result) -> None:
         """The thinker took ``task``'s result from its topic.
 
@@ -149,7 +198,7 @@ class Dispatcher:
         """
         journal = self.journal
         if journal is not None:
-            journal.delivered(task.task_id, clock.now())
+            journal.delivered(delivery_key(task), clock.now())
         if self.data is not None:
             self._post((self._on_delivered, task))
 
@@ -340,17 +389,34 @@ class Dispatcher:
             counts.failed += 1
             if outcome.kind == "system":
                 self._retry_or_fail(task, outcome.code, outcome.message, received)
-                return
-            task.fail(outcome.kind, outcome.code, outcome.message)
+            else:
+                task.fail(outcome.kind, outcome.code, outcome.message)
+                self._end(task)
+        elif outcome.exception_type == CHANNEL_UNREACHABLE:  # the site's channel failed
+            counts.failed += 1
+            self._retry_or_fail(task, CHANNEL_UNREACHABLE, outcome.message or "", received)
+        elif outcome.intermediates and self._stream_short(task, outcome.intermediates):
+            lost_after = self.lost_after.get(site, ("", LOST_AFTER_S))[1]
+            self._held[task.task_id] = _Held(outcome, site, time.monotonic() + lost_after)
         else:
-            _record(task, outcome)
-            if self.data is not None:
-                self.data.note_result(task)
-            counts.done += task.success is True
-            counts.failed += task.success is False
-            counts.by_method[task.method] = counts.by_method.get(task.method, 0) + 1
-            self.scheduler.observe(task)
+            self._conclude(task, outcome, site)
+
+    def _conclude(self, task: Result, report: WorkerReport, site: str) -> None:
+        """The method returned (or raised) at ``site``: record the outcome and end the task."""
+        _record(task, report)
+        if self.data is not None:
+            self.data.note_result(task)
+        counts = self.counts[site]
+        counts.done += task.success is True
+        counts.failed += task.success is False
+        counts.by_method[task.method] = counts.by_method.get(task.method, 0) + 1
+        self.scheduler.observe(task)
         self._end(task)
+
+    def _stream_short(self, task: Result, sent: int) -> bool:
+        """Whether fewer of the task's intermediate results reached the thinker than it sent."""
+        stream = self._streams.get(task.task_id)
+        return stream is None or stream.next < sent
 
     def _on_status(self, site: str, status: SiteStatus) -> None:
         now = clock.now()
@@ -379,6 +445,78 @@ class Dispatcher:
         for task in self.scheduler.expire(clock.now()):
             self._end(task)
 
+    def _on_intermediates(self, channel: str, batch: list[Intermediate], position: str) -> None:
+        now = clock.now()
+        for item in batch:
+            task = self._live.get(item.task_id)
+            if task is None or item.attempt != len(task.attempts):
+                continue  # of a task that ended, or of an attempt given up on
+            stream = self._streams.get(task.task_id)
+            if stream is None:
+                stream = self._streams[task.task_id] = _Stream()
+            if item.attempt != stream.attempt:  # a new attempt streams from the start again
+                stream.attempt, stream.early = item.attempt, {}
+            if item.sequence < stream.next:
+                continue  # taken already, from an earlier attempt (or sent twice)
+            stream.early[item.sequence] = item
+            while stream.next in stream.early:
+                self._pass_on(task, stream.early.pop(stream.next), now)
+                stream.next += 1
+            held = self._held.get(task.task_id)
+            if held is not None and stream.next >= (held.report.intermediates or 0):
+                del self._held[task.task_id]
+                self._conclude(task, held.report, held.site)
+        if self.journal is not None:
+            self.journal.channel(channel, position, now)
+
+    def _pass_on(self, task: Result, item: Intermediate, now: float) -> None:
+        """Journal one intermediate result and queue it for the thinker."""
+        stamps = task.timestamps
+        record = task.model_copy(
+            update={
+                "value": item.value,
+                "success": item.error is None,
+                "sequence": item.sequence,
+                "attempts": list(task.attempts),
+                "timestamps": Timestamps(
+                    created=stamps.created,
+                    dispatched=stamps.dispatched,
+                    compute_ended=item.sent,
+                    received=now,
+                ),
+            }
+        )
+        if item.error is not None:
+            where = f"intermediate result {item.sequence} of task {task.task_id} ({task.method})"
+            record.fail("system", "UnreadableIntermediate", f"{where}: {item.error}")
+        if not task.keep_inputs:
+            record.args, record.kwargs = (), {}
+        if self.journal is not None:
+            self.journal.intermediate(record, item.data, now)
+        if self.data is not None:
+            self.data.note_result(record)
+        self._effects.append((self._deliver, record))
+
+    def _on_overdue_streams(self) -> None:
+        now, wall = clock.now(), time.monotonic()
+        for task_id, held in list(self._held.items()):
+            if wall < held.deadline:
+                continue
+            del self._held[task_id]
+            task = self._live[task_id]
+            stream = self._streams.get(task_id)
+            got, sent = (0 if stream is None else stream.next), held.report.intermediates
+            if self.data is not None:
+                self.data.discard(held.report.value)
+            self.counts[held.site].failed += 1
+            channel, waited = self.lost_after.get(held.site, ("", LOST_AFTER_S))
+            message = (
+                f"task {task_id} ({task.method}) streamed {sent} intermediate results at site "
+                f"{held.site!r}, but only {got} reached the thinker within {waited:g} s: "
+                f"channel {channel!r} lost the rest"
+            )
+            self._retry_or_fail(task, "IntermediatesLost", message, now)
+
     def _on_delivered(self, task: Result) -> None:
         if self.data is not None:
             self._effects.append((self.data.after_delivery, task))
@@ -390,6 +528,12 @@ class Dispatcher:
             self.journal.resumed(now)
         if self.data is not None:
             self.data.adopt(recovery)
+        for record in recovery.untaken_intermediates:  # before their tasks' final results
+            if self.data is not None:
+                self.data.note_result(record)
+            self._effects.append((self._deliver, record))
+        for task_id, (taken, attempt) in recovery.streamed.items():
+            self._streams[task_id] = _Stream(next=taken, attempt=attempt)
         for task in recovery.undelivered:  # ended in the journal already: delivered only
             if self.data is not None:
                 self.data.note_result(task)
@@ -437,6 +581,9 @@ class Dispatcher:
         self._in_flight.clear()
         for task in unfinished:
             self._shut_out(task)
+        held, self._held = self._held, {}
+        for task_id, entry in held.items():  # it ended: what it streamed is all there will be
+            self._conclude(self._live[task_id], entry.report, entry.site)
 
     # Steps the transitions share.
 
@@ -498,6 +645,7 @@ class Dispatcher:
     def _end(self, task: Result) -> None:
         """The task has its final outcome: hand it to the thinker once the events are applied."""
         self._live.pop(task.task_id, None)
+        self._streams.pop(task.task_id, None)
         if self.journal is not None:
             self.journal.ended(task, clock.now())
         self._effects.append((self._put, task))
@@ -543,6 +691,7 @@ def _record(task: Result, report: WorkerReport) -> None:
     if report.result_bytes is not None:
         task.data.proxy_result_s = report.proxy_result_s
         task.data.result_bytes = report.result_bytes
+    task.intermediates = report.intermediates or 0
     task.success = report.success
     if task.success:
         task.value = report.value

@@ -2,13 +2,15 @@
 
 A run directory holds one journal, ``journal.log``: an append-only log written only by the
 run's dispatcher. Every transition of a task is one event (submitted, dispatched, acknowledged,
-requeued, resent, ended), and the events a batch produced are appended as one checksummed
-frame, with one ``write`` call, before its effects run: a task is in the journal before any site
-sees it, its outcome before the thinker does. A burst of tasks pays for a few writes, not one per
-task; an SQLite commit of the same rows cost eight times as much (bench/journal.py). Deliveries go
-to an append-only file beside it, ``journal.deliveries`` (one line per result the thinker took,
-in order), written by the thinker's thread before ``get_result`` returns, with no lock shared
-with the dispatcher.
+requeued, resent, intermediate, ended; and the run's own: status, channel, resumed, closed),
+and the events a batch produced are appended as one checksummed frame, with one ``write``
+call, before its effects run: a task is in the journal before any site sees it, its outcome
+(and each intermediate result) before the thinker does. A burst of tasks pays for a few
+writes, not one per task; an SQLite commit of the same rows cost eight times as much
+(bench/journal.py). Deliveries go to an append-only file beside it, ``journal.deliveries``
+(one line per result the thinker took, in order; an intermediate one as ``id/sequence``),
+written by the thinker's thread before ``get_result`` returns, with no lock shared with the
+dispatcher.
 
 The log is the header (`MAGIC`, then `FORMAT` as 4 bytes), a frame of the run's facts as JSON
 (`meta`), then one frame per batch of events (a pickled list of `Row`); a frame is its length
@@ -191,8 +193,24 @@ class Journal:
             record, detail = _dumps(fields), f"value not written down: {exc}"
         self.rows.append((task.task_id, "ended", at, task.site, len(task.attempts), detail, record))
 
+    def intermediate(self, record: Result, data: bytes, at: float) -> None:
+        """An intermediate result went to the thinker: its value as it travelled (``data``)."""
+        error = record.failure.message if record.failure is not None else None
+        attempt = len(record.attempts)
+        detail = str(record.sequence)
+        payload = _dumps((record.timestamps.compute_ended, data, error))
+        row = (record.task_id, "intermediate", at, record.site, attempt, detail, payload)
+        self.rows.append(row)
+
+    def channel(self, name: str, position: str, at: float) -> None:
+        """The run's stream on channel ``name`` is read up to ``position``."""
+        self.rows.append(("", "channel", at, name, None, position, None))
+
     def delivered(self, task_id: str, at: float) -> None:
-        """The thinker took the task's result: written at once (any thread), not at `commit`."""
+        """The thinker took the task's result: written at once (any thread), not at `commit`.
+
+        An intermediate result is written as its `delivery_key`.
+        """
         with self._deliveries_lock:
             if self._deliveries is not None:
                 os.write(self._deliveries, f"{task_id} {at!r}\n".encode())
@@ -334,6 +352,11 @@ class _Frames:
             f"{self.path}: the journal is truncated (its last {len(data) - offset} bytes are "
             f"part of a frame); nothing was changed; {ELSE}"
         )
+
+
+def delivery_key(record: Result) -> str:
+    """How the deliveries file names a result: its task id (``id/sequence`` if intermediate)."""
+    return record.task_id if record.sequence is None else f"{record.task_id}/{record.sequence}"
 
 
 def read_deliveries(run_dir: Path) -> list[tuple[str, float]]:

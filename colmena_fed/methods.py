@@ -7,7 +7,9 @@ label names the slot kind, and `PythonMethod` objects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import functools
+import inspect
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,9 @@ class Method:
         walltime: Seconds a call may run on its worker (None: no limit); past it the call is
             interrupted, its worker replaced if it does not return, and the task ends as a
             ``timeout`` failure. A task can override it with ``send_inputs(walltime=...)``.
+        streams: Whether the method sends intermediate results while it runs: each value a
+            generator yields, or each `colmena_fed.emit` call. None: True for a generator
+            function. A streaming method runs only on sites that reach a channel.
     """
 
     function: Callable[..., Any]
@@ -33,6 +38,7 @@ class Method:
     name: str = field(default="")
     max_retries: int = 2
     walltime: float | None = None
+    streams: bool | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.function):
@@ -43,6 +49,8 @@ class Method:
             raise ValueError(f"walltime must be > 0 seconds (or None), got {self.walltime}")
         if not self.name:
             object.__setattr__(self, "name", self.function.__name__)
+        if self.streams is None:
+            object.__setattr__(self, "streams", inspect.isgeneratorfunction(self.function))
 
 
 class PythonMethod(Method):
@@ -51,6 +59,52 @@ class PythonMethod(Method):
     def __init__(self, function: Callable[..., Any], name: str | None = None) -> None:
         """Wrap ``function``, named ``name`` (default: the function's name)."""
         super().__init__(function, name=name or "")
+
+
+class PythonGeneratorMethod(Method):
+    """Colmena's ``PythonGeneratorMethod``: a generator function, for a 'cpu' slot.
+
+    With a ``streaming_queue`` (any value but None: the values travel through the site's
+    channel, not through the queues given), each value the generator yields reaches the
+    thinker as an intermediate result, and the final result's value is the generator's return
+    value if ``store_return_value``, else None. Without one, nothing streams: the final value
+    is the list of the values yielded, or ``(values, return value)`` if ``store_return_value``.
+    """
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        name: str | None = None,
+        store_return_value: bool = False,
+        streaming_queue: Any = None,
+    ) -> None:
+        """Wrap the generator function ``function`` as Colmena does."""
+        streams = streaming_queue is not None
+        run = functools.partial(_streamed if streams else _collected, function, store_return_value)
+        super().__init__(run, name=name or function.__name__, streams=streams)
+        object.__setattr__(self, "store_return_value", store_return_value)
+        object.__setattr__(self, "streaming_queue", streaming_queue)
+
+
+def _streamed(
+    function: Callable[..., Generator[Any, None, Any]], keep: bool, *args: Any, **kwargs: Any
+) -> Generator[Any, None, Any]:
+    """What a streaming `PythonGeneratorMethod` runs: the generator, its return value if kept."""
+    value = yield from function(*args, **kwargs)
+    return value if keep else None
+
+
+def _collected(
+    function: Callable[..., Generator[Any, None, Any]], keep: bool, *args: Any, **kwargs: Any
+) -> Any:
+    """What a `PythonGeneratorMethod` without a streaming queue runs: every value, collected."""
+    values = []
+    generator = function(*args, **kwargs)
+    while True:
+        try:
+            values.append(next(generator))
+        except StopIteration as stop:
+            return (values, stop.value) if keep else values
 
 
 MethodLike = Method | Callable[..., Any] | tuple[Callable[..., Any], Mapping[str, Any]]

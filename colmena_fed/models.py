@@ -320,6 +320,24 @@ class Result(BaseModel):
             "thinker died, marked replayed, so the thinker can rebuild its state from it."
         ),
     )
+    streams: bool = Field(
+        default=False,
+        description=(
+            "Whether the method streams intermediate results (a generator, or one calling "
+            "`colmena_fed.emit`): the task runs only on sites that reach a channel."
+        ),
+    )
+    sequence: int | None = Field(
+        default=None,
+        description=(
+            "On an intermediate result: its place in the task's stream (0, 1, ...); None on "
+            "the task's final result."
+        ),
+    )
+    intermediates: int = Field(
+        default=0,
+        description="On the final result: how many intermediate results came before it.",
+    )
 
     @field_serializer("args", "kwargs", "value", "task_info", when_used="json")
     def _json_data(self, data: Any) -> Any:
@@ -338,7 +356,12 @@ class Result(BaseModel):
 
     @property
     def complete(self) -> bool | None:
-        """Colmena's ``complete``: whether this is the task's final result (None: not ended)."""
+        """Colmena's ``complete``: whether this is the task's final result (None: not ended).
+
+        False on an intermediate result (`sequence` set).
+        """
+        if self.sequence is not None:
+            return False
         return None if self.success is None else True
 
     @property

@@ -309,10 +309,11 @@ class TaskQueues:
                 )
         if not result.replayed:
             result.timestamps.delivered = clock.now()
-        with self._lock:
-            self._active -= 1
-            if self._active == 0:
-                self._idle.set()
+        if result.sequence is None:  # after an intermediate result its task is still active
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    self._idle.set()
         return result
 
     def _next(self, results: queue.SimpleQueue[Result], timeout: float | None) -> Result:
@@ -367,18 +368,19 @@ class TaskQueues:
         return self._killed.wait(timeout)
 
     def flush(self) -> int:
-        """Remove every result waiting on every topic; how many were removed.
+        """Remove every result waiting on every topic; how many final results were removed.
 
-        Removed results count as taken: `active_count` drops by as many.
+        Removed results count as taken: `active_count` drops by as many (intermediate
+        results do not count).
         """
         removed = 0
         for results in list(self._results.values()):
             while True:
                 try:
-                    results.get_nowait()
+                    result = results.get_nowait()
                 except queue.Empty:
                     break
-                removed += 1
+                removed += result.sequence is None
         with self._lock:
             self._active = max(0, self._active - removed)
             if self._active == 0:
@@ -419,12 +421,17 @@ class TaskQueues:
             self.add_topic(topic)
         with self._lock:
             self.resumed = resumed
-            self._active += len(resumed.delivered) + len(resumed.outstanding)
+            finals = sum(result.sequence is None for result in resumed.delivered)
+            self._active += finals + len(resumed.outstanding)
             if self._active:
                 self._idle.clear()
         for result in resumed.delivered:
             self._results[result.topic].put(result)
 
     def put_result(self, result: Result) -> None:
-        """Deliver a finished task's record to its topic (called by the task server)."""
+        """Deliver a task's record to its topic (called by the task server).
+
+        Its final result, or an intermediate one (``sequence`` set), which leaves the task
+        active.
+        """
         self._results[result.topic].put(result)

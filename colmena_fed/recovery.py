@@ -11,6 +11,7 @@ pending on the thinker side. A task server does the second step while its sites 
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -70,6 +71,13 @@ class Recovery:
     remote_ids: set[str] = field(default_factory=set)
     #: When the journal recorded its last event (the thinker died after that).
     last_event: float = 0.0
+    #: Intermediate results that went to the thinker's topics and were never taken (taken
+    #: once, as new, before their task's final result).
+    untaken_intermediates: list[Result] = field(default_factory=list)
+    #: Per unfinished streaming task: intermediate results journaled, and of which attempt.
+    streamed: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Per channel, the stream position the journal read up to.
+    channels: dict[str, str] = field(default_factory=dict)
 
     @property
     def outstanding(self) -> list[Result]:
@@ -148,6 +156,8 @@ class _Task:
     remote_id: str | None = None
     ended: dict[str, Any] | None = None
     delivered: float | None = None
+    #: Intermediate results journaled: (sequence, attempt, when, payload), in order.
+    intermediates: list[tuple[int, int, float, bytes]] = field(default_factory=list)
 
 
 def _sorted(
@@ -156,12 +166,14 @@ def _sorted(
     recovery = Recovery(meta["task_group"])
     names = meta["fields"]
     tasks: dict[str, _Task] = {}
-    delivered: list[_Task] = []
+    delivered: list[tuple[_Task, int | None, float]] = []  # an intermediate's sequence
     ended: list[_Task] = []
     last = 0.0
-    for task_id, kind, at, site, _, detail, record in events:
+    for task_id, kind, at, site, attempt, detail, record in events:
         last = max(last, at)
-        if not task_id:  # the run's own events: resumed, status, closed
+        if not task_id:  # the run's own events: resumed, status, channel, closed
+            if kind == "channel":
+                recovery.channels[site] = detail
             continue
         if kind == "submitted":
             values, keys = loads(record)
@@ -177,21 +189,39 @@ def _sorted(
         elif kind in ("requeued", "resent"):
             state.attempts[-1].ended, state.attempts[-1].reason = at, detail
             state.retries += kind == "requeued"
+        elif kind == "intermediate":
+            state.intermediates.append((int(detail), attempt, at, record))
         elif kind == "ended" and state.ended is None:
             state.ended = unpack(loads(record), names)
             ended.append(state)
-    for task_id, at in deliveries:
+    taken_intermediates: set[str] = set()
+    for key, at in deliveries:
+        task_id, _, number = key.partition("/")
         taken = tasks.get(task_id)
-        if taken is not None and taken.ended is not None and taken.delivered is None:
+        if number:
+            if taken is not None and key not in taken_intermediates:
+                taken_intermediates.add(key)
+                delivered.append((taken, int(number), at))
+                last = max(last, at)
+        elif taken is not None and taken.ended is not None and taken.delivered is None:
             taken.delivered = at
-            delivered.append(taken)
+            delivered.append((taken, None, at))
             last = max(last, at)
     recovery.last_event = last
-    for state in delivered:
-        result = _finished(state)
-        result.timestamps.delivered = state.delivered
+    for state, sequence, at in delivered:
+        if sequence is None:
+            result = _finished(state)
+        else:
+            result = _intermediate(state, state.intermediates[sequence])
+        result.timestamps.delivered = at
         result.replayed = True
         recovery.delivered.append(result)
+    for task_id, state in tasks.items():
+        for entry in state.intermediates:
+            if f"{task_id}/{entry[0]}" not in taken_intermediates:
+                recovery.untaken_intermediates.append(_intermediate(state, entry))
+        if state.intermediates and state.ended is None:
+            recovery.streamed[task_id] = (len(state.intermediates), state.intermediates[-1][1])
     for state in ended:
         recovery.ended_inputs += state.keys
         if state.delivered is None:
@@ -211,6 +241,26 @@ def _sorted(
             task.site = None
             recovery.pending.append(task)
     return recovery
+
+
+def _intermediate(state: _Task, entry: tuple[int, int, float, bytes]) -> Result:
+    """An intermediate result, as the journal holds it, rebuilt."""
+    sequence, attempt, at, payload = entry
+    sent, data, error = loads(payload)
+    fields = dict(state.fields)  # the task's own record keeps its fields
+    fields["timestamps"] = dataclasses.replace(fields["timestamps"])
+    result = rebuild(fields)
+    if not result.keep_inputs:
+        result.args, result.kwargs = (), {}
+    result.attempts = state.attempts[:attempt]
+    result.site = result.attempts[-1].site if result.attempts else None
+    result.sequence, result.success = sequence, error is None
+    result.timestamps.compute_ended, result.timestamps.received = sent, at
+    if error is None:
+        result.value = loads(data)
+    else:
+        result.fail("system", "UnreadableIntermediate", error)
+    return result
 
 
 def _finished(state: _Task) -> Result:

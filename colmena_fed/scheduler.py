@@ -13,7 +13,7 @@ import heapq
 import itertools
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
 from colmena_fed.models import FailureInfo, Result
@@ -67,6 +67,7 @@ class Scheduler:
         observations: Observations | None = None,
         reach: Mapping[str, Sequence[str]] | None = None,
         locality: bool = False,
+        streaming: Collection[str] | None = None,
     ) -> None:
         """Schedule over sites given as ``{site: {slot kind: slots}}``.
 
@@ -79,11 +80,14 @@ class Scheduler:
                 in stores (``task.stores``) runs only on sites that reach all of them.
             locality: Among otherwise equal sites, prefer one whose own store holds the task's
                 inputs.
+            streaming: Sites that reach a channel: a task whose method streams intermediate
+                results (``task.streams``) runs only there. None: every site.
         """
         prefetch = prefetch or {}
         self.reach = {name: frozenset(stores) for name, stores in (reach or {}).items()}
         self._home = {name: stores[0] for name, stores in (reach or {}).items() if stores}
         self.locality = locality
+        self.streaming = None if streaming is None else frozenset(streaming)
         self.observations = observations or Observations()
         self.policy: Policy = policy or Availability(self.observations)
         self.sites = {
@@ -147,6 +151,12 @@ class Scheduler:
                 f"task {task.task_id} ({task.method}) has inputs in store(s) "
                 f"{', '.join(task.stores)}, which no site offering a {slot!r} slot reaches"
                 + (f" (it asks for site {wanted!r})" if wanted else "")
+            )
+        if task.streams and not self._candidates(task):
+            raise PlacementError(
+                f"task {task.task_id} ({task.method}) streams intermediate results, and no site "
+                f"offering a {slot!r} slot reaches a channel"
+                + (f" (it asks for site {wanted!r}, which reaches none)" if wanted else "")
             )
 
     def submit(self, task: Result) -> Step:
@@ -282,18 +292,21 @@ class Scheduler:
         """
         offering = self._offering.get(task.slot or "", [])
         wanted = task.resources.site
-        if wanted is None and not task.stores:
+        streaming = self.streaming if task.streams else None
+        if wanted is None and not task.stores and streaming is None:
             return offering
         sites = [s for s in offering if wanted in (None, s.name)]
         if task.stores:
             needed = set(task.stores)
             sites = [s for s in sites if needed <= self.reach.get(s.name, frozenset())]
+        if streaming is not None:
+            sites = [s for s in sites if s.name in streaming]
         return sites
 
     def _narrowed(self, task: Result, candidates: list[SiteState]) -> frozenset[str] | None:
         """The policy's choice of allowed sites among ``candidates`` (None: all offering)."""
         allowed = self.policy.restrict(task, candidates)
-        if allowed is None and task.stores:
+        if allowed is None and (task.stores or (task.streams and self.streaming is not None)):
             allowed = frozenset(site.name for site in candidates)
         return allowed
 

@@ -36,7 +36,8 @@ from colmena_fed.backends import SiteBackend, make_backend
 from colmena_fed.backends.globus import ServiceClients
 from colmena_fed.backends.sim import SimWorld
 from colmena_fed.capacity import CapacityCallback, CapacityWatchers
-from colmena_fed.data import DataPlane
+from colmena_fed.channels import ChannelReader, stream_key
+from colmena_fed.data import DataPlane, ResultPolicy
 from colmena_fed.dispatcher import Dispatcher, SiteCounts
 from colmena_fed.files import private_dir
 from colmena_fed.journal import Journal, RunIdentity
@@ -49,6 +50,7 @@ from colmena_fed.recovery import Recovery, recover, take_over
 from colmena_fed.scheduler import Scheduler
 from colmena_fed.signals import SignalHold
 from colmena_fed.sites import SiteConfig, SitesConfig
+from colmena_fed.stream import StreamTarget
 from colmena_fed.worker import pack_method
 
 logger = logging.getLogger(__name__)
@@ -97,7 +99,10 @@ class TaskServer:
         self.queues = queues
         self.config = sites
         self.methods: dict[str, Method] = as_methods(methods)
-        sites.check_methods({name: method.slot for name, method in self.methods.items()})
+        sites.check_methods(
+            {name: method.slot for name, method in self.methods.items()},
+            [name for name, method in self.methods.items() if method.streams],
+        )
         #: The virtual world of a simulated federation (all sites `sim`); None otherwise.
         self.world = SimWorld(sites.sim) if sites.simulated else None
         #: The Globus Compute task group of this run's tasks at `globus` sites.
@@ -121,6 +126,7 @@ class TaskServer:
         self.recovery: Recovery | None = None
         settings = sites.scheduler
         reach = sites.reach()
+        channels = sites.channel_reach()
         observations = Observations()
         self.scheduler = Scheduler(
             {name: site.resources for name, site in sites.sites.items()},
@@ -129,6 +135,7 @@ class TaskServer:
             observations=observations,
             reach=reach,
             locality=sites.data.locality,
+            streaming={name for name, reached in channels.items() if reached},
         )
         #: The stores that carry large inputs and results; None without a 'data:' section.
         self.data = DataPlane(sites.data, reach) if sites.data.stores else None
@@ -141,7 +148,14 @@ class TaskServer:
             data=self.data,
             capacity=self.capacity,
             staleness=settings.staleness,
+            lost_after={
+                name: (reached[0], sites.data.channels[reached[0]].lost_after_s)
+                for name, reached in channels.items()
+                if reached
+            },
         )
+        #: Readers of the channels that carry intermediate results (started with the sites).
+        self.channels: list[ChannelReader] = []
         self.poller = StatusPoller(
             self.backends,
             self.dispatcher,
@@ -224,13 +238,19 @@ class TaskServer:
                 self._started.append(name)  # before start: a half-started site is stopped too
                 backend.start(self.run_dir / name, functools.partial(self.dispatcher.status, name))
                 results = self.data.result_policy(name) if self.data is not None else None
+                stream = self._stream_target(name, results)
                 for method in self.methods.values():
-                    backend.register(method, pack_method(method.function, method.name, results))
+                    packed = pack_method(
+                        method.function, method.name, results, stream if method.streams else None
+                    )
+                    backend.register(method, packed)
             if recovering is not None:
                 self.recovery = recovering.result()
+            self._open_channels()
         except BaseException:
             if recovering is not None:
                 wait([recovering])  # nothing closes the journal under it
+            self._stop_channels(finished=False)  # a resumed run's stream holds what it holds
             self._shutdown_backends()
             self._clients.stop()
             if self.data is not None:
@@ -243,11 +263,59 @@ class TaskServer:
             recovery = self.recovery
             self.queues.resume(Resumed(recovery.delivered, recovery.outstanding))
             self.dispatcher.resume(recovery, self._clients.reattach)
+        for reader in self.channels:  # once the resumed tasks' streams are known
+            reader.start()
         self.poller.start()
         self.dispatcher.signals.install()
         self._running = True
         _left_running.add(self)
         self.queues.connect(self._request, self._deliver)
+
+    def _stream_target(self, site: str, results: ResultPolicy | None) -> StreamTarget | None:
+        """Where ``site``'s workers send intermediate results (None: it reaches no channel)."""
+        reached = self.config.channel_reach()[site]
+        if not reached:
+            return None
+        spec = self.config.data.channels[reached[0]]
+        return StreamTarget(
+            reached[0],
+            spec.hostname,
+            spec.port,
+            spec.password_env,
+            None if spec.password_file is None else str(spec.password_file),
+            spec.tls,
+            spec.timeout_s,
+            stream_key(str(self.task_group)),
+            results,
+        )
+
+    def _open_channels(self) -> None:
+        """A reader (not started) of every channel a site streams through, if a method streams.
+
+        Raises `ConfigError` if a channel's password cannot be read here.
+        """
+        if not any(method.streams for method in self.methods.values()):
+            return
+        targets: dict[str, StreamTarget] = {}
+        for site in self.backends:
+            target = self._stream_target(site, None)
+            if target is not None:
+                targets.setdefault(target.channel, target)
+        positions = self.recovery.channels if self.recovery is not None else {}
+        for name, target in targets.items():
+            position = positions.get(name, "0-0")
+            dispatcher = self.dispatcher
+            reader = ChannelReader(
+                target, dispatcher.intermediates, dispatcher.overdue_streams, position
+            )
+            self.channels.append(reader)
+            reader.connect()
+
+    def _stop_channels(self, finished: bool = True) -> None:
+        """Stop reading the channels; the run's streams go with a run that ended."""
+        readers, self.channels = self.channels, []
+        for reader in readers:
+            reader.stop(finished=finished)
 
     def _open_journal(self, run_dir: Path) -> Journal:
         """The journal of a new run, or of the run to resume (its run facts checked)."""
@@ -316,6 +384,7 @@ class TaskServer:
             self.queues.disconnect,
             self.poller.stop,
             self.dispatcher.close,  # every unfinished task ends now, with its result
+            self._stop_channels,
             self._shutdown_backends,
             self._close_journal,
             self._clients.stop,
@@ -352,6 +421,7 @@ class TaskServer:
             )
         else:
             task.slot = task.resources.slot or method.slot
+            task.streams = bool(method.streams)
             if self.data is not None:
                 try:
                     self.data.proxy_inputs(task)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -103,6 +103,13 @@ class SiteConfig(BaseModel):
         description=(
             "Names of the data stores (under 'data: stores:') this site can read and write; "
             "its large results go to the first. None: every store."
+        ),
+    )
+    channels: list[str] | None = Field(
+        default=None,
+        description=(
+            "Names of the channels (under 'data: channels:') this site's workers reach; its "
+            "streaming tasks use the first. None: every channel."
         ),
     )
     prefetch: NonNegativeInt = Field(
@@ -218,6 +225,13 @@ class SimConfig(BaseModel):
             "SimWorld.set_work fixes one task's run time instead."
         ),
     )
+    intermediates: dict[str, NonNegativeInt] = Field(
+        default_factory=dict,
+        description=(
+            "Intermediate results each streaming method sends in the model, at even intervals "
+            "of its run (through the site's real channel; each value is its sequence number)."
+        ),
+    )
 
 
 class GlobusConfig(BaseModel):
@@ -282,6 +296,12 @@ class SitesConfig(BaseModel):
                     f"site {name!r}, field 'stores': no store named {unknown[0]!r} under "
                     f"'data: stores:'; stores: {', '.join(self.data.stores) or 'none'}"
                 )
+            unknown = [c for c in config.channels or [] if c not in self.data.channels]
+            if unknown:
+                raise ValueError(
+                    f"site {name!r}, field 'channels': no channel named {unknown[0]!r} under "
+                    f"'data: channels:'; channels: {', '.join(self.data.channels) or 'none'}"
+                )
         for method, site in self.scheduler.static.items():
             if site not in self.sites:
                 raise ValueError(
@@ -300,12 +320,26 @@ class SitesConfig(BaseModel):
             raise ValueError("policy 'static' needs a method -> site map under scheduler.static")
         return self
 
-    def check_methods(self, slots: Mapping[str, str]) -> None:
-        """Refuse a static map that names an unknown method or a site without its slot kind.
+    def check_methods(self, slots: Mapping[str, str], streaming: Iterable[str] = ()) -> None:
+        """Refuse what no site could run.
 
-        ``slots`` gives the slot kind each method of the task server needs.
+        A static map naming an unknown method or a site without its slot kind, or a streaming
+        method no site offering its slot kind can stream from (no channel it reaches).
+
+        ``slots`` gives the slot kind each method of the task server needs; ``streaming``
+        names the methods that stream intermediate results.
         """
         where = self.source or "sites configuration"
+        channels = self.channel_reach()
+        for method in streaming:
+            offering = [name for name, s in self.sites.items() if slots[method] in s.resources]
+            if offering and not any(channels[name] for name in offering):
+                raise ConfigError(
+                    f"{where}: method {method!r} streams intermediate results, but no site "
+                    f"offering a {slots[method]!r} slot reaches a channel (sites "
+                    f"{', '.join(offering)}): name one under 'data: channels:' and list it in "
+                    "those sites' 'channels'"
+                )
         for method, site in self.scheduler.static.items():
             slot = slots.get(method)
             if slot is None:
@@ -324,6 +358,11 @@ class SitesConfig(BaseModel):
         """The stores each site can use, in its order of preference."""
         every = list(self.data.stores)
         return {name: every if s.stores is None else s.stores for name, s in self.sites.items()}
+
+    def channel_reach(self) -> dict[str, list[str]]:
+        """The channels each site's workers reach, in its order of preference."""
+        every = list(self.data.channels)
+        return {name: every if s.channels is None else s.channels for name, s in self.sites.items()}
 
     @property
     def simulated(self) -> bool:
@@ -361,6 +400,9 @@ class SitesConfig(BaseModel):
                 spec.password_file = (base / spec.password_file.expanduser()).resolve()
             elif isinstance(spec, EndpointStoreSpec) and spec.proxystore_dir is not None:
                 spec.proxystore_dir = (base / spec.proxystore_dir.expanduser()).resolve()
+        for channel in config.data.channels.values():
+            if channel.password_file is not None:
+                channel.password_file = (base / channel.password_file.expanduser()).resolve()
         for name, site in config.sites.items():
             if site.local is None:
                 continue
@@ -387,6 +429,10 @@ def _describe(where: str, exc: ValidationError) -> str:
             fields = loc[4:] if len(loc) > 3 and loc[3] in STORE_KINDS else loc[3:]
             if fields:
                 place += f", field {'.'.join(fields)!r}"
+        elif len(loc) >= 3 and loc[:2] == ["data", "channels"]:
+            place = f"channel {loc[2]!r}"
+            if len(loc) > 3:
+                place += f", field {'.'.join(loc[3:])!r}"
         else:
             place = f"field {'.'.join(loc)!r}" if loc else "top level"
         message = error["msg"].removeprefix("Value error, ")

@@ -171,6 +171,22 @@ StoreSpec = Annotated[AnyStoreSpec, Field(discriminator="kind")]
 STORE_KINDS = ("file", "redis", "endpoint", "globus", "multi")
 
 
+class RedisChannelSpec(RedisStoreSpec):
+    """A Redis server that carries intermediate results (one Redis stream per run).
+
+    Workers append each value a streaming method sends; the thinker reads them in order, and
+    they wait there while the thinker is slow or briefly away.
+    """
+
+    lost_after_s: PositiveFloat = Field(
+        default=30.0,
+        description=(
+            "Seconds a finished task waits for intermediate results still on their way; past "
+            "that they count as lost and the task is run again (a site failure)."
+        ),
+    )
+
+
 class DataConfig(BaseModel):
     """The ``data:`` section of the sites YAML."""
 
@@ -202,6 +218,14 @@ class DataConfig(BaseModel):
         description=(
             "Stores by name. Inputs go to the first one listed; each site sends its large "
             "results to the first store in its own 'stores' list."
+        ),
+    )
+
+    channels: dict[str, RedisChannelSpec] = Field(
+        default_factory=dict,
+        description=(
+            "Channels by name, for intermediate results (methods that stream): each site "
+            "streams through the first one in its own 'channels' list."
         ),
     )
 

@@ -23,13 +23,17 @@ import socket
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import dill
 from proxystore.proxy import Proxy, extract, get_factory
-from proxystore.store import get_or_create_store, get_store
+from proxystore.store import get_store
 from proxystore.store.utils import get_key
+
+from colmena_fed.large import proxied_if_large
+from colmena_fed.stream import StreamTarget, TaskStream, drain, streaming_into
 
 if TYPE_CHECKING:
     from colmena_fed.data import ResultPolicy
@@ -65,6 +69,7 @@ class WorkerReport(NamedTuple):
     proxy_result_s: float | None = None
     result_bytes: int | None = None
     task_id: str | None = None
+    intermediates: int | None = None
 
 
 _identity: tuple[str, int, str | None] | None = None
@@ -126,7 +131,10 @@ def run_method(
         try:
             if returned is not None and walltime is not None:
                 _arm(returned, walltime)
-            value = method(*args, **kwargs)
+            returned_value = method(*args, **kwargs)
+            if isinstance(returned_value, types.GeneratorType):  # a stream, then its value
+                returned_value = drain(returned_value)
+            value = returned_value
         finally:
             _ARMED[0] = None  # from here no interrupt raises
     except WalltimeExceeded:
@@ -195,11 +203,13 @@ _RESOLVE_S, _PROXY_S, _RESULT_BYTES = (
 _unpacked: dict[str, Callable[..., Any]] = {}
 
 
-def run_packed(
+def run_packed(  # noqa: PLR0917 (positional: Globus Compute sends them so)
     key: str,
     packed: bytes,
     results: ResultPolicy | None,
+    stream: StreamTarget | None,
     task_id: str,
+    attempt: int,
     walltime: float | None,
     /,
     *args: Any,
@@ -208,12 +218,12 @@ def run_packed(
     """Run the method pickled in ``packed`` (unpickled once per worker process, by ``key``).
 
     ``task_id`` is colmena-fed's id of the task, sent back on the report: a resumed run
-    matches the results it finds at a site by it. ``walltime`` limits the call (see
-    `run_method`). Input proxies are resolved first, so the
-    method sees ordinary objects; with ``results``, a result larger than its threshold goes
-    back as a proxy. Returns the `WorkerReport` pickled, or as a plain tuple if the value
-    cannot be pickled by the standard pickler (Globus Compute's dill-based serializer then
-    takes it).
+    matches the results it finds at a site by it. ``attempt`` numbers this try of the task
+    (its intermediate results carry it, to ``stream``, for a streaming method). ``walltime``
+    limits the call (see `run_method`). Input proxies are resolved first, so the method sees
+    ordinary objects; with ``results``, a result larger than its threshold goes back as a
+    proxy. Returns the `WorkerReport` pickled, or as a plain tuple if the value cannot be
+    pickled by the standard pickler (Globus Compute's dill-based serializer then takes it).
     """
     method = _unpacked.get(key)
     if method is None:
@@ -225,12 +235,17 @@ def run_packed(
         args = tuple(_resolved(value) for value in args)
         kwargs = {name: _resolved(value) for name, value in kwargs.items()}
         resolve_s = time.perf_counter() - started
-    report = run_method(method, walltime, *args, **kwargs)
+    streamed = None if stream is None else TaskStream(stream, task_id, attempt)
+    streaming_into(streamed)
+    try:
+        report = run_method(method, walltime, *args, **kwargs)
+    finally:
+        streaming_into(None)
     for proxy in proxies:  # the store caches what it resolved: a worker must not hoard inputs
         _forget(proxy)
     if resolve_s is not None or (results is not None and report[0]):
         report = _with_data(report, resolve_s, results)
-    report = (*report, task_id)
+    report = (*report, task_id, None if streamed is None else streamed.sent)
     try:
         return pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
@@ -281,40 +296,22 @@ def _with_data(
     """The report with its data fields, its value proxied if it is too large to send back."""
     fields = list(report)
     fields[_RESOLVE_S] = resolve_s
-    value = fields[1]
-    if results is not None and fields[0] and not small(value, results.threshold):
-        started = time.perf_counter()
-        store = get_or_create_store(results.store)
-        data = store.serializer(value)
-        if len(data) > results.threshold:
-            fields[1] = store.proxy_from_key(store.connector.put(data))
-            fields[_PROXY_S], fields[_RESULT_BYTES] = time.perf_counter() - started, len(data)
+    if results is not None and fields[0]:
+        fields[1], fields[_PROXY_S], fields[_RESULT_BYTES] = proxied_if_large(fields[1], results)
     return tuple(fields)
 
 
-#: Values never worth measuring for a store: they are small.
-SMALL_TYPES = (int, float, bool, complex, type(None))
-
-
-def small(value: Any, threshold: int) -> bool:
-    """Whether ``value`` is surely under ``threshold`` bytes, judged without serializing it."""
-    if isinstance(value, SMALL_TYPES):
-        return True
-    if isinstance(value, str):  # at most 4 bytes a character once encoded
-        return 4 * len(value) < threshold
-    if isinstance(value, (bytes, bytearray)):
-        return len(value) < threshold
-    size = getattr(value, "nbytes", None)
-    return isinstance(size, int) and size < threshold
-
-
 def pack_method(
-    function: Callable[..., Any], name: str, results: ResultPolicy | None = None
+    function: Callable[..., Any],
+    name: str,
+    results: ResultPolicy | None = None,
+    stream: StreamTarget | None = None,
 ) -> functools.partial[Any]:
     """What a site registers for ``function``: `run_packed` bound to it, under ``name``.
 
-    ``results`` says how the site's workers send back results too large to travel inline.
-    Call it with the task's id and walltime (None: no limit) first, then the method's inputs.
+    ``results`` says how the site's workers send back results too large to travel inline;
+    ``stream`` where a streaming method's intermediate results go. Call it with the task's
+    id, attempt number and walltime (None: no limit) first, then the method's inputs.
     """
     try:
         packed = dill.dumps(function, recurse=True)  # a script's function takes its globals
@@ -325,7 +322,7 @@ def pack_method(
             "clients) inside the method instead of at module level"
         ) from exc
     key = f"{name}-{hashlib.sha256(packed).hexdigest()[:16]}"
-    wrapper = functools.partial(run_packed, key, packed, results)
+    wrapper = functools.partial(run_packed, key, packed, results, stream)
     wrapper.__name__ = name  # type: ignore[attr-defined]
     return wrapper
 

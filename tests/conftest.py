@@ -88,10 +88,10 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server of our own on 127.0.0.1, with nothing saved to disk."""
 
-    def __init__(self, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed (scripts/test.sh installs it)"
-        self.port = free_port()
+        self.port = port or free_port()
         command = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
         if password is not None:
             command += ["--requirepass", password]

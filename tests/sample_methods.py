@@ -6,10 +6,13 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Generator
 from pathlib import Path
 
 from proxystore.factory import SimpleFactory
 from proxystore.proxy import Proxy
+
+from colmena_fed import emit
 
 
 def double(x: int) -> int:
@@ -81,3 +84,23 @@ def stubborn(seconds: float) -> float:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
     time.sleep(seconds)
     return seconds
+
+
+def count_up(n: int, pause: float = 0.0, size: int = 0) -> Generator[int | bytes, None, str]:
+    """Yield 0 .. n-1 (pausing between; as ``size`` bytes each if given), then return."""
+    for i in range(n):
+        time.sleep(pause)
+        yield bytes([i % 256]) * size if size else i
+    return f"counted {n}"
+
+
+def emit_squares(n: int) -> int:
+    """Send the squares of 0 .. n-1 with `colmena_fed.emit` (a method that is no generator)."""
+    for i in range(n):
+        emit(i * i)
+    return n
+
+
+def emit_unmarked() -> None:
+    """Call `emit` in a method not marked as streaming."""
+    emit(1)

@@ -10,7 +10,7 @@ from colmena_fed.worker import pack_method, read_report, run_packed
 def test_a_packed_method_reports_its_value_timing_and_worker() -> None:
     wrapped = pack_method(add, "add")
     assert wrapped.__name__ == "add"  # type: ignore[attr-defined]
-    report = read_report(wrapped("t1", None, 2, y=3))
+    report = read_report(wrapped("t1", 1, None, 2, y=3))
     assert report.success is True
     assert report.value == 5
     assert report.compute_started <= report.compute_ended
@@ -19,7 +19,7 @@ def test_a_packed_method_reports_its_value_timing_and_worker() -> None:
 
 
 def test_an_exception_is_reported_not_raised() -> None:
-    report = read_report(pack_method(fail, "fail")("t2", None, "boom"))
+    report = read_report(pack_method(fail, "fail")("t2", 1, None, "boom"))
     assert report.success is False
     assert (report.exception_type, report.message) == ("ValueError", "boom")
     assert report.traceback is not None
@@ -31,7 +31,7 @@ def test_a_value_pickle_cannot_take_comes_back_for_dill() -> None:
         offset = 1
         return lambda x: x + offset
 
-    raw = pack_method(make_closure, "make_closure")("t3", None)
+    raw = pack_method(make_closure, "make_closure")("t3", 1, None)
     assert isinstance(raw, tuple)  # left for Globus Compute's dill-based serializer
     report = read_report(raw)
     assert report.success is True
@@ -41,6 +41,7 @@ def test_a_value_pickle_cannot_take_comes_back_for_dill() -> None:
 def test_a_worker_unpickles_each_method_once() -> None:
     wrapped = pack_method(add, "add-once")
     key = wrapped.args[0]
-    assert read_report(wrapped("t4", None, 1)).value == 1
+    assert read_report(wrapped("t4", 1, None, 1)).value == 1
     # The same key with a broken pickle still runs: the method was kept from the first call.
-    assert read_report(run_packed(key, b"not a pickle", None, "t5", None, 4, y=1)).value == 5
+    report = read_report(run_packed(key, b"not a pickle", None, None, "t5", 1, None, 4, y=1))
+    assert report.value == 5

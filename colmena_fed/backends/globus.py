@@ -39,11 +39,12 @@ from colmena_fed.backends import (
 )
 from colmena_fed.backends.reattach import Claim, reattach
 from colmena_fed.errors import ConfigError, SiteError
+from colmena_fed.large import small
 from colmena_fed.methods import Method
 from colmena_fed.models import Result
 from colmena_fed.sites import GlobusConfig, SiteConfig
 from colmena_fed.testbed.token import read_token
-from colmena_fed.worker import WorkerReport, read_report, small
+from colmena_fed.worker import WorkerReport, read_report
 
 #: Inputs surely under this size are not measured (they cannot crowd a batch).
 _SMALL_BYTES = 64_000
@@ -269,7 +270,7 @@ class GlobusBackend:
         executor.user_endpoint_config = endpoint_config
         future = executor.submit_to_registered_function(
             self._function_ids[task.method],
-            (task.task_id, task.walltime, *task.args),
+            (task.task_id, len(task.attempts), task.walltime, *task.args),
             dict(task.kwargs),
         )
         self._sent[future] = (executor, on_done)

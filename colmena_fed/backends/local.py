@@ -111,7 +111,7 @@ class LocalBackend:
             buffer = serializer.pack_buffers(
                 [
                     self._functions[method],
-                    serializer.serialize((task_id, task.walltime, *args)),
+                    serializer.serialize((task_id, len(task.attempts), task.walltime, *args)),
                     serializer.serialize(dict(kwargs)) if kwargs else self._no_kwargs,
                 ]
             )

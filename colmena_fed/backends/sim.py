@@ -31,6 +31,7 @@ from colmena_fed.backends import OutcomeCallback, SiteStatus, StatusCallback
 from colmena_fed.methods import Method
 from colmena_fed.models import Result
 from colmena_fed.sites import LoadModel, SimConfig, SimSiteConfig
+from colmena_fed.stream import CHANNEL_UNREACHABLE, ChannelUnreachable, StreamTarget, TaskStream
 from colmena_fed.worker import WALLTIME_EXCEEDED, WorkerReport, walltime_message
 
 #: Run time of a method that has no load model, in seconds at speed 1.0.
@@ -124,7 +125,7 @@ def _draw(model: LoadModel, rng: random.Random) -> float:
 class _Job:
     """One task at the site: what it needs, and where its outcome goes."""
 
-    __slots__ = ("method", "on_done", "slot", "task_id", "walltime", "work")
+    __slots__ = ("attempt", "method", "on_done", "slot", "stream", "task_id", "walltime", "work")
 
     def __init__(self, task: Result, slot: str, on_done: OutcomeCallback) -> None:
         self.task_id, self.method, self.slot, self.on_done = (
@@ -133,8 +134,11 @@ class _Job:
             slot,
             on_done,
         )
+        self.attempt = len(task.attempts)
         self.walltime = task.walltime
         self.work = 0.0
+        #: Its intermediate results, once it runs (a streaming method), and what failed them.
+        self.stream: tuple[TaskStream, list[str]] | None = None
 
     @property
     def runs(self) -> float:
@@ -155,6 +159,7 @@ class SimBackend:
         self.world = world
         self.endpoint_id = str(uuid.uuid4())
         self._slots: dict[str, str] = {}
+        self._streams: dict[str, StreamTarget] = {}  # of the streaming methods
         self._idle: dict[str, int] = dict.fromkeys(config.workers, 0)
         self._queued: dict[str, deque[_Job]] = {kind: deque() for kind in config.workers}
         self._running: set[_Job] = set()  # by job: a retry may arrive while its lost twin runs
@@ -175,8 +180,16 @@ class SimBackend:
             self.world.at(end, lambda: self._set_online(True))
 
     def register(self, method: Method, function: Callable[..., Any]) -> None:
-        """Note the slot kind ``method`` runs on (the function itself never runs)."""
+        """Note the slot kind ``method`` runs on (the function itself never runs).
+
+        A streaming method's packed function names the channel its modelled intermediate
+        results go to (they travel through it for real).
+        """
         self._slots[method.name] = method.slot
+        bound = getattr(function, "args", ())
+        target = next((arg for arg in bound if isinstance(arg, StreamTarget)), None)
+        if target is not None:
+            self._streams[method.name] = target
 
     def submit(self, task: Result, on_done: OutcomeCallback) -> None:
         """The task reaches the site after half the round trip, then waits for a worker."""
@@ -242,6 +255,28 @@ class SimBackend:
                     self._running.add(job)
                     finish = functools.partial(self._finish, job, self.world.elapsed)
                     self.world.after(job.runs, finish)
+                    self._plan_stream(job)
+
+    def _plan_stream(self, job: _Job) -> None:
+        """Send a streaming job's modelled intermediate results at even intervals of its run."""
+        target = self._streams.get(job.method)
+        count = self.world.config.intermediates.get(job.method, 0)
+        if target is None or not count:
+            return
+        job.stream = (TaskStream(target, job.task_id, job.attempt), [])
+        for i in range(count):
+            when = job.work * (i + 1) / (count + 1)
+            if when < job.runs:
+                self.world.after(when, functools.partial(self._send, job))
+
+    def _send(self, job: _Job) -> None:
+        if job not in self._running or job.stream is None or job.stream[1]:
+            return  # lost in an outage, or its channel failed already
+        stream, failed = job.stream
+        try:
+            stream.send(stream.sent)
+        except ChannelUnreachable as exc:
+            failed.append(str(exc))
 
     def _finish(self, job: _Job, started: float) -> None:
         with self._lock:
@@ -251,17 +286,29 @@ class SimBackend:
             self._idle[job.slot] += 1
         epoch = self.world.now() - self.world.elapsed
         finished = job.runs == job.work
+        failure = (
+            (None, None)
+            if finished
+            else (WALLTIME_EXCEEDED, walltime_message(job.method, job.runs))
+        )
+        sent = None
+        if job.stream is not None:
+            stream, failed = job.stream
+            sent = stream.sent
+            if failed:
+                finished, failure = False, (CHANNEL_UNREACHABLE, failed[0])
         report = WorkerReport(
             finished,
             None,
-            None if finished else WALLTIME_EXCEEDED,
-            None if finished else walltime_message(job.method, job.runs),
+            failure[0],
+            failure[1],
             None,
             epoch + started,
             epoch + started + job.runs,
             self.name,
             0,
             None,
+            intermediates=sent,
         )
         self.world.after(self.config.latency / 2, lambda: job.on_done(report))
         self._start_queued()

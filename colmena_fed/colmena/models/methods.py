@@ -1,17 +1,15 @@
-"""Colmena's ``colmena.models.methods``: `PythonMethod`; the other kinds are refused for now."""
+"""Colmena's ``colmena.models.methods``: `PythonMethod`, `PythonGeneratorMethod`.
+
+The other kinds are refused for now.
+"""
 
 from colmena_fed.colmena import refused
-from colmena_fed.methods import PythonMethod
+from colmena_fed.methods import PythonGeneratorMethod, PythonMethod
 
 ColmenaMethod = refused(
     "ColmenaMethod",
     "a method is a Python function, given to the task server bare or as "
     "Method(function, slot='gpu', name=..., max_retries=...) (colmena_fed.Method)",
-)
-PythonGeneratorMethod = refused(
-    "PythonGeneratorMethod",
-    "colmena-fed does not stream intermediate results yet: return the final value, or send "
-    "the steps as separate tasks",
 )
 ExecutableMethod = refused(
     "ExecutableMethod",

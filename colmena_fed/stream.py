@@ -1,9 +1,10 @@
 """Intermediate results, on the worker's side: what a streaming method sends while it runs.
 
 A streaming method is a generator (each value it yields is sent) or a function that calls
-`emit`. Each value goes to the site's channel (a Redis stream named for the run) at once, with
-the task's id, the attempt and a sequence number (0, 1, ...), before the method goes on: a
-value `emit` returned from is in the channel. A value too large to travel inline goes through
+`emit`. Each value goes to the site's channel (a Redis stream named for the run) with the
+task's id, the attempt and a sequence number (0, 1, ...): `emit` queues it, and a sender thread
+appends what is queued in one round trip while the method goes on; the method's result is
+reported only once the channel has every value. A value too large to travel inline goes through
 the site's result store, as a large result does, and the channel carries its proxy. The
 thinker's side (`colmena_fed.channels`) reads the stream in order.
 
@@ -35,6 +36,8 @@ CHANNEL_UNREACHABLE = "ChannelUnreachable"
 
 #: Seconds between two tries to reach a channel that did not answer.
 RETRY_S = 0.2
+#: Values a streaming task may have queued for its channel before `emit` waits.
+MAX_QUEUED = 10_000
 
 
 class ChannelUnreachable(Exception):
@@ -78,41 +81,119 @@ _clients: dict[tuple[str, int, str | None, str | None, bool], redis.Redis] = {}
 
 
 class TaskStream:
-    """One attempt of one task, streaming: sends each value with the next sequence number."""
+    """One attempt of one task, streaming: sends each value with the next sequence number.
+
+    `send` queues a value and returns; a sender thread appends what is queued to the channel
+    in one round trip (a pipeline), in order, while the method goes on. `finish` waits until
+    the channel has every value. A channel that fails is raised by the next `send`, or by
+    `finish`, as `ChannelUnreachable`.
+    """
 
     def __init__(self, target: StreamTarget, task_id: str, attempt: int) -> None:
         """Stream for attempt ``attempt`` of task ``task_id`` to ``target``."""
         self.target, self.task_id, self.attempt = target, task_id, attempt
         #: Values sent so far (the next one's sequence number).
         self.sent = 0
+        self._client: redis.Redis | None = None
+        self._queued: list[dict[str, Any]] = []
+        self._in_transit = 0
+        self._finishing = False
+        self._failure: ChannelUnreachable | None = None
+        self._changed = threading.Condition()
+        self._sender: threading.Thread | None = None
 
     def send(self, value: Any) -> None:
-        """Append ``value`` to the channel; returns once the channel has it."""
-        target = self.target
-        key = (target.hostname, target.port, target.password_env, target.password_file, target.tls)
-        client = _clients.get(key)
-        if client is None:  # made in the method's call: a password it cannot read is its error
-            client = _clients[key] = target.client()
+        """Queue ``value`` for the channel (waiting while `MAX_QUEUED` are queued already)."""
+        if self._failure is not None:
+            raise self._failure
+        if (
+            self._client is None
+        ):  # made in the method's call: a password it cannot read is its error
+            self._client = _client(self.target)
         fields = {
             "t": self.task_id,
             "a": self.attempt,
             "s": self.sent,
             "w": repr(time.time()),
-            "v": _serialized(value, target.results),
+            "v": _serialized(value, self.target.results),
         }
+        with self._changed:
+            while len(self._queued) >= MAX_QUEUED and self._failure is None:
+                self._changed.wait()
+            if self._failure is not None:
+                raise self._failure
+            self._queued.append(fields)
+            self.sent += 1
+            self._changed.notify_all()
+        if self._sender is None:
+            name = f"colmena-fed-stream-{self.task_id}"
+            self._sender = threading.Thread(target=self._send_queued, name=name, daemon=True)
+            self._sender.start()
+
+    def finish(self) -> None:
+        """Return once the channel has every value sent; raises `ChannelUnreachable` if not."""
+        with self._changed:
+            self._finishing = True
+            self._changed.notify_all()
+            while (self._queued or self._in_transit) and self._failure is None:
+                self._changed.wait()
+        if self._sender is not None:
+            self._sender.join()
+            self._sender = None
+        if self._failure is not None:
+            raise self._failure
+
+    def _send_queued(self) -> None:
+        assert self._client is not None
+        changed = self._changed
+        while True:
+            with changed:
+                while not self._queued and not self._finishing:
+                    changed.wait()
+                if not self._queued:
+                    return
+                batch, self._queued = self._queued, []
+                self._in_transit = len(batch)
+                changed.notify_all()
+            try:
+                self._append(self._client, batch)
+            except ChannelUnreachable as exc:
+                with changed:
+                    self._failure, self._in_transit = exc, 0
+                    changed.notify_all()
+                return
+            with changed:
+                self._in_transit = 0
+                changed.notify_all()
+
+    def _append(self, client: redis.Redis, batch: list[dict[str, Any]]) -> None:
+        """XADD each of ``batch`` in one round trip, trying again until the timeout."""
+        target = self.target
         deadline = time.monotonic() + target.timeout_s
         while True:
             try:
-                client.xadd(target.key, fields)  # type: ignore[arg-type]
-                break
+                pipe = client.pipeline(transaction=False)
+                for fields in batch:
+                    pipe.xadd(target.key, fields)  # type: ignore[arg-type]
+                pipe.execute()
+                return
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if time.monotonic() >= deadline:
                     raise ChannelUnreachable(
-                        f"{target.where()} did not take intermediate result {self.sent} of "
-                        f"task {self.task_id} within {target.timeout_s} s ({exc})"
+                        f"{target.where()} did not take intermediate result "
+                        f"{batch[0]['s']} of task {self.task_id} within {target.timeout_s} s "
+                        f"({exc})"
                     ) from exc
                 time.sleep(RETRY_S)
-        self.sent += 1
+
+
+def _client(target: StreamTarget) -> redis.Redis:
+    """This worker process's client of ``target``'s Redis server."""
+    key = (target.hostname, target.port, target.password_env, target.password_file, target.tls)
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = target.client()
+    return client
 
 
 _current = threading.local()
@@ -127,7 +208,8 @@ def emit(value: Any) -> None:
 
     Raises:
         RuntimeError: Not inside a streaming task.
-        ChannelUnreachable: The site's channel did not take it within its timeout.
+        ChannelUnreachable: The site's channel did not take an earlier value within its
+            timeout.
     """
     stream: TaskStream | None = getattr(_current, "stream", None)
     if stream is None:

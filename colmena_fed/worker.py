@@ -33,7 +33,14 @@ from proxystore.store import get_store
 from proxystore.store.utils import get_key
 
 from colmena_fed.large import proxied_if_large
-from colmena_fed.stream import StreamTarget, TaskStream, drain, streaming_into
+from colmena_fed.stream import (
+    CHANNEL_UNREACHABLE,
+    ChannelUnreachable,
+    StreamTarget,
+    TaskStream,
+    drain,
+    streaming_into,
+)
 
 if TYPE_CHECKING:
     from colmena_fed.data import ResultPolicy
@@ -241,6 +248,11 @@ def run_packed(  # noqa: PLR0917 (positional: Globus Compute sends them so)
         report = run_method(method, walltime, *args, **kwargs)
     finally:
         streaming_into(None)
+    if streamed is not None:
+        try:
+            streamed.finish()  # the result goes only once the channel has every value
+        except ChannelUnreachable as exc:
+            report = (False, None, CHANNEL_UNREACHABLE, str(exc), None, *report[5:])
     for proxy in proxies:  # the store caches what it resolved: a worker must not hoard inputs
         _forget(proxy)
     if resolve_s is not None or (results is not None and report[0]):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ENDPOINTS, RedisServer, RunningTestbed
+from conftest import ENDPOINTS, RedisServer, RunningTestbed, colmena_fed
 from sample_methods import count_up, double, emit_squares, emit_unmarked
 
 from colmena_fed import (
@@ -228,3 +228,26 @@ def test_a_channel_no_site_can_use_is_one_clear_error(
     data = {"sites": {"cpu": site}, "data": {"channels": {"stream": channel}}}
     with pytest.raises(ConfigError, match=expected):
         TaskServer(TaskQueues(), SitesConfig.from_dict(data), [count_up])
+
+
+def test_the_streaming_example_scores_candidates_as_they_stream_in(
+    tmp_path: Path, channel_redis: RedisServer
+) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "streaming"
+    text = (example / "sites.yaml").read_text()
+    text = text.replace("port: 6379", f"port: {channel_redis.port}")
+    text = text.replace("../../endpoints", str(ENDPOINTS))
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(text)
+    run = colmena_fed(
+        "run",
+        f"{example / 'campaign.py'}:make_thinker",
+        "--sites",
+        str(sites),
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
+    assert run.returncode == 0, run.stderr
+    assert "24 candidates scored as they streamed in" in run.stdout
+    rows = [row for row in read(tmp_path / "run" / FILE_NAME).events if row[1] == "intermediate"]
+    assert [(row[3], row[5]) for row in rows] == [("gpu-site", str(i)) for i in range(6)]

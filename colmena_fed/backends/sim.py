@@ -294,6 +294,10 @@ class SimBackend:
         sent = None
         if job.stream is not None:
             stream, failed = job.stream
+            try:
+                stream.finish()
+            except ChannelUnreachable as exc:
+                failed.append(str(exc))
             sent = stream.sent
             if failed:
                 finished, failure = False, (CHANNEL_UNREACHABLE, failed[0])

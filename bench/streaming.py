@@ -28,10 +28,12 @@ import time
 import uuid
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from colmena_fed import SitesConfig, TaskQueues, TaskServer
+from colmena_fed.methods import MethodLike
 
 ENDPOINT_YAML = Path(__file__).resolve().parent.parent / "endpoints" / "local-cpu.yaml"
 #: Seconds between two values of the paced runs (the latency measurement).
@@ -60,7 +62,9 @@ def raw_stream(n: int, pause: float, port: int, key: str) -> int:
 def colmena_fed_side(queues: TaskQueues, n: int, pause: float = 0.0) -> tuple[float, float]:
     """Median latency (s) and rate (values/s) of one task streaming ``n`` values."""
     queues.send_inputs(n, pause, method="stream_values")
-    latencies, first_sent, last = [], None, 0.0
+    latencies: list[float] = []
+    first_sent: float | None = None
+    last = 0.0
     while True:
         result = queues.get_result(timeout=120)
         now = time.time()
@@ -79,9 +83,11 @@ def raw_side(queues: TaskQueues, port: int, n: int, pause: float = 0.0) -> tuple
     key = f"bench:{uuid.uuid4()}"
     reader = redis.Redis(port=port)
     queues.send_inputs(n, pause, port, key, method="raw_stream")
-    latencies, first_sent, last, position = [], None, 0.0, "0-0"
+    latencies: list[float] = []
+    first_sent: float | None = None
+    last, position = 0.0, "0-0"
     while len(latencies) < n:
-        reply = reader.xread({key: position}, count=1000, block=1000)
+        reply: Any = reader.xread({key: position}, count=1000, block=1000)
         now = time.time()
         for entry_id, fields in reply[0][1] if reply else []:
             sent = float(fields[b"w"])
@@ -121,7 +127,7 @@ def main() -> None:
                 }
             )
             queues = TaskQueues()
-            methods = [stream_values, raw_stream]
+            methods: list[MethodLike] = [stream_values, raw_stream]
             runs: dict[str, list[tuple[float, float]]] = {
                 "ours": [],
                 "raw": [],

@@ -241,7 +241,7 @@ def test_the_streaming_example_scores_candidates_as_they_stream_in(
     sites.write_text(text)
     run = colmena_fed(
         "run",
-        f"{example / 'campaign.py'}:make_thinker",
+        f"{example / 'search.py'}:make_thinker",
         "--sites",
         str(sites),
         "--run-dir",

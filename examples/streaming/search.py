@@ -10,7 +10,7 @@ The generator's return value comes last, as its final result.
 The intermediate results travel through the channel named in ``sites.yaml`` beside this file
 (a Redis server on 127.0.0.1:6379: ``redis-server --port 6379 --save ''`` starts one). Run::
 
-    colmena-fed run examples/streaming/campaign.py:make_thinker \
+    colmena-fed run examples/streaming/search.py:make_thinker \
         --sites examples/streaming/sites.yaml
 
 It is resumable like any campaign: a resumed run replays the batches and scores the dead

@@ -230,7 +230,7 @@ class TaskServer:
             if self.resume:
                 recovering = _in_background(functools.partial(recover, journal))
         if self.world is not None:
-            self.world.begin(self.dispatcher.tick)
+            self.world.begin(self.dispatcher.tick, lambda: self.dispatcher.read(lambda: None))
         try:
             if self.data is not None:
                 self.data.start()

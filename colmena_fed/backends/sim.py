@@ -52,16 +52,25 @@ class SimWorld:
         self._rng = random.Random(config.seed)
         self._work: dict[str, float] = {}
         self._before_event: Callable[[], None] = lambda: None
+        self._settle: Callable[[], None] = lambda: None
 
     def now(self) -> float:
         """Virtual time, as seconds since the epoch."""
         return self._epoch + self.elapsed
 
-    def begin(self, before_event: Callable[[], None]) -> None:
-        """Install the virtual clock; ``before_event`` runs each time virtual time moves."""
+    def begin(
+        self, before_event: Callable[[], None], settle: Callable[[], None] = lambda: None
+    ) -> None:
+        """Install the virtual clock; ``before_event`` runs each time virtual time moves.
+
+        ``settle`` returns once the task server has applied what was posted so far (another
+        thread, such as a channel's reader, may be applying this thread's events, and their
+        effects add events here).
+        """
         self._epoch = time.time()
         self.elapsed = 0.0
         self._before_event = before_event
+        self._settle = settle
         clock.install(self.now)
 
     def end(self) -> None:
@@ -91,7 +100,12 @@ class SimWorld:
             if moved:
                 self._before_event()
             if action is None:
-                return self.elapsed
+                self._settle()
+                with self._lock:
+                    due = self._events and (until is None or self._events[0][0] <= until)
+                if not due:
+                    return self.elapsed
+                continue
             action()
 
     def set_work(self, task_id: str, seconds: float) -> None:

@@ -95,9 +95,7 @@ class ChannelReader:
         self._client = self.target.client()
 
     def start(self) -> None:
-        """Start reading (a thread of its own); a channel that does not answer is tried again."""
-        if self._client is None:
-            self.connect()
+        """Start reading, after `connect` (a thread of its own; an unanswering channel waits)."""
         name = f"colmena-fed-channel-{self.target.channel}"
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()

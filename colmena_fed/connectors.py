@@ -68,13 +68,8 @@ class SecureRedisConnector(RedisConnector):
         self.tls = tls
         self.timeout_s = timeout_s
         self._redis_client.close()
-        self._redis_client = redis.StrictRedis(
-            host=hostname,
-            port=port,
-            password=read_password(password_env, password_file),
-            ssl=tls,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
+        self._redis_client = redis_client(
+            hostname, port, password_env, password_file, tls=tls, timeout_s=timeout_s
         )
 
     def config(self) -> dict[str, Any]:
@@ -95,6 +90,26 @@ class SecureRedisConnector(RedisConnector):
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as the configuration (a method that refers to a store takes no password)."""
         return (type(self).from_config, (self.config(),))
+
+
+def redis_client(
+    hostname: str,
+    port: int,
+    password_env: str | None,
+    password_file: str | None,
+    *,
+    tls: bool,
+    timeout_s: float,
+) -> redis.StrictRedis:
+    """A client of a Redis server, its password read where it is given, with timeouts."""
+    return redis.StrictRedis(
+        host=hostname,
+        port=port,
+        password=read_password(password_env, password_file),
+        ssl=tls,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
 
 
 def read_password(env: str | None, file: str | None) -> str | None:

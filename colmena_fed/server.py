@@ -126,7 +126,7 @@ class TaskServer:
         self.recovery: Recovery | None = None
         settings = sites.scheduler
         reach = sites.reach()
-        channels = sites.channel_reach()
+        self._channel_reach = channels = sites.channel_reach()
         observations = Observations()
         self.scheduler = Scheduler(
             {name: site.resources for name, site in sites.sites.items()},
@@ -273,7 +273,7 @@ class TaskServer:
 
     def _stream_target(self, site: str, results: ResultPolicy | None) -> StreamTarget | None:
         """Where ``site``'s workers send intermediate results (None: it reaches no channel)."""
-        reached = self.config.channel_reach()[site]
+        reached = self._channel_reach[site]
         if not reached:
             return None
         spec = self.config.data.channels[reached[0]]
@@ -302,9 +302,9 @@ class TaskServer:
             if target is not None:
                 targets.setdefault(target.channel, target)
         positions = self.recovery.channels if self.recovery is not None else {}
+        dispatcher = self.dispatcher
         for name, target in targets.items():
             position = positions.get(name, "0-0")
-            dispatcher = self.dispatcher
             reader = ChannelReader(
                 target, dispatcher.intermediates, dispatcher.overdue_streams, position
             )

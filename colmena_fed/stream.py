@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import dill
 import redis
 
-from colmena_fed.connectors import read_password
+from colmena_fed.connectors import redis_client
 from colmena_fed.large import proxied_if_large
 
 if TYPE_CHECKING:
@@ -62,13 +62,13 @@ class StreamTarget:
 
     def client(self) -> redis.Redis:
         """A new client of the channel's Redis server."""
-        return redis.Redis(
-            host=self.hostname,
-            port=self.port,
-            password=read_password(self.password_env, self.password_file),
-            ssl=self.tls,
-            socket_timeout=self.timeout_s,
-            socket_connect_timeout=self.timeout_s,
+        return redis_client(
+            self.hostname,
+            self.port,
+            self.password_env,
+            self.password_file,
+            tls=self.tls,
+            timeout_s=self.timeout_s,
         )
 
     def where(self) -> str:

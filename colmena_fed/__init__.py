@@ -13,7 +13,13 @@ if TYPE_CHECKING:
     from colmena_fed.compat import ResourceRequirements
     from colmena_fed.errors import ColmenaFedError, ConfigError, SiteError
     from colmena_fed.exceptions import KillSignalException, TimeoutException
-    from colmena_fed.methods import Method, PythonGeneratorMethod, PythonMethod
+    from colmena_fed.methods import (
+        Method,
+        MPIMethod,
+        PythonGeneratorMethod,
+        PythonMethod,
+        ShellMethod,
+    )
     from colmena_fed.models import (
         Attempt,
         FailureInfo,
@@ -25,6 +31,7 @@ if TYPE_CHECKING:
     from colmena_fed.queues import TaskQueues
     from colmena_fed.resources import ReallocatorThread
     from colmena_fed.server import TaskServer
+    from colmena_fed.shell import ShellOutput
     from colmena_fed.sites import SitesConfig
     from colmena_fed.stream import ChannelUnreachable, emit
     from colmena_fed.thinker import (
@@ -45,6 +52,8 @@ _HOMES = {
     "KillSignalException": "exceptions",
     "TimeoutException": "exceptions",
     "Method": "methods",
+    "MPIMethod": "methods",
+    "ShellMethod": "methods",
     "PythonGeneratorMethod": "methods",
     "PythonMethod": "methods",
     "Attempt": "models",
@@ -53,6 +62,7 @@ _HOMES = {
     "Result": "models",
     "Timestamps": "models",
     "WorkerInfo": "models",
+    "ShellOutput": "shell",
     "TaskQueues": "queues",
     "ReallocatorThread": "resources",
     "TaskServer": "server",
@@ -75,6 +85,7 @@ __all__ = [
     "ConfigError",
     "FailureInfo",
     "KillSignalException",
+    "MPIMethod",
     "Method",
     "PythonGeneratorMethod",
     "PythonMethod",
@@ -83,6 +94,8 @@ __all__ = [
     "ResourceRequest",
     "ResourceRequirements",
     "Result",
+    "ShellMethod",
+    "ShellOutput",
     "SiteError",
     "SitesConfig",
     "TaskQueues",

@@ -435,7 +435,7 @@ class Dispatcher:
             self._journaled_status[site] = (online, status.workers)
             self.journal.status(site, online, status.workers, now)
         was_online = self.scheduler.sites[site].online
-        self._dispatch(self.scheduler.set_status(site, online, status.workers))
+        self._dispatch(self.scheduler.set_status(site, online, status.workers, status.managers))
         if was_online and not online:
             self._fail_over(site, status.detail or "site offline", now)
         if self.capacity.slots:
@@ -605,7 +605,9 @@ class Dispatcher:
     def _left_site(self, task: Result, site: str) -> None:
         """``task`` no longer holds a slot at ``site``: free it and fill free slots."""
         self.counts[site].running -= 1
-        self._dispatch(self.scheduler.release(site, task.slot or ""))
+        scheduler = self.scheduler
+        units = scheduler.units(task, site) if scheduler.mpi else 1
+        self._dispatch(scheduler.release(site, task.slot or "", units))
 
     def _retry_or_fail(self, task: Result, code: str, message: str, now: float) -> None:
         """Close the task's current attempt; place it again if it has retries left."""
@@ -692,6 +694,8 @@ def _record(task: Result, report: WorkerReport) -> None:
         task.data.proxy_result_s = report.proxy_result_s
         task.data.result_bytes = report.result_bytes
     task.intermediates = report.intermediates or 0
+    if report.shell is not None:
+        task.shell = report.shell
     task.success = report.success
     if task.success:
         task.value = report.value

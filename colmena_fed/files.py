@@ -36,6 +36,15 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def private_file(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path``, a file only its owner can read (0600, even if it existed)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """A safe YAML loader that refuses a key given twice (YAML would keep the last silently)."""
 

@@ -13,6 +13,9 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from colmena_fed.mpi import specification_problem
+from colmena_fed.shell import Postprocess, Preprocess, ShellProgram
+
 
 @dataclass(frozen=True)
 class Method:
@@ -31,6 +34,10 @@ class Method:
         streams: Whether the method sends intermediate results while it runs: each value a
             generator yields, or each `colmena_fed.emit` call. None: True for a generator
             function. A streaming method runs only on sites that reach a channel.
+        specification: The Globus Compute resource specification of its tasks (``num_nodes``,
+            ``ranks_per_node`` or ``num_ranks``, ``launcher_options``): such a task runs only
+            on an MPI site (a ``GlobusMPIEngine``), on that many whole nodes. A task's own
+            ``send_inputs(resources={"specification": {...}})`` is merged over it.
     """
 
     function: Callable[..., Any]
@@ -39,6 +46,7 @@ class Method:
     max_retries: int = 2
     walltime: float | None = None
     streams: bool | None = None
+    specification: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.function):
@@ -51,6 +59,104 @@ class Method:
             object.__setattr__(self, "name", self.function.__name__)
         if self.streams is None:
             object.__setattr__(self, "streams", inspect.isgeneratorfunction(self.function))
+        if self.specification is not None:
+            problem = specification_problem(self.specification)
+            if problem is not None:
+                raise ValueError(f"method {self.name!r}, resource specification: {problem}")
+            object.__setattr__(self, "specification", dict(self.specification) or None)
+
+
+class ShellMethod(Method):
+    """A method that runs a program: a command template filled in with each task's inputs.
+
+    The command runs with bash on the worker, in a directory of its own for the task (see
+    `colmena_fed.shell.ShellProgram` for the template's syntax). The task's value is what
+    ``postprocess(run_dir, output)`` returns (without it: the command's stdout), and its
+    record's ``shell`` holds the command, its exit status and the last ``output_lines`` lines
+    of its stdout and stderr. A non-zero exit status fails the task (a ``user`` failure whose
+    message quotes the end of stderr); past its ``walltime`` the command's whole process tree
+    is stopped.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        name: str,
+        *,
+        slot: str = "cpu",
+        specification: Mapping[str, Any] | None = None,
+        walltime: float | None = None,
+        max_retries: int = 2,
+        preprocess: Preprocess | None = None,
+        postprocess: Postprocess | None = None,
+        output_lines: int = 1000,
+        keep_run_dir: bool = False,
+        mpi: bool = False,
+    ) -> None:
+        """Run ``command`` for each task of the method ``name``.
+
+        ``preprocess(run_dir, *args, **kwargs)`` runs first, in the task's directory, and
+        returns the command's fields (None: the task's keyword inputs); ``mpi`` prefixes the
+        command with the MPI launcher Parsl composes for the task's resource specification.
+        """
+        program = ShellProgram(
+            name, command, mpi, preprocess, postprocess, output_lines, keep_run_dir
+        )
+        super().__init__(
+            program,
+            slot=slot,
+            name=name,
+            max_retries=max_retries,
+            walltime=walltime,
+            streams=False,
+            specification=specification,
+        )
+
+    @property
+    def program(self) -> ShellProgram:
+        """What the method's workers run."""
+        assert isinstance(self.function, ShellProgram)
+        return self.function
+
+
+class MPIMethod(ShellMethod):
+    """An MPI program: a `ShellMethod` launched by the MPI site's launcher on whole nodes.
+
+    Its tasks need a ``num_nodes`` and a rank count (``ranks_per_node`` or ``num_ranks``) in
+    their resource ``specification``, from the method or each task, and run only on sites
+    whose engine is a ``GlobusMPIEngine`` with blocks of at least that many nodes. Its slot
+    kind is ``nodes`` unless told otherwise: a site offering ``resources: {nodes: 4}`` runs
+    tasks needing up to 4 nodes in all at once.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        name: str,
+        *,
+        slot: str = "nodes",
+        specification: Mapping[str, Any] | None = None,
+        walltime: float | None = None,
+        max_retries: int = 2,
+        preprocess: Preprocess | None = None,
+        postprocess: Postprocess | None = None,
+        output_lines: int = 1000,
+        keep_run_dir: bool = False,
+    ) -> None:
+        """Launch ``command`` on the nodes of each task of the method ``name``."""
+        super().__init__(
+            command,
+            name,
+            slot=slot,
+            specification=specification,
+            walltime=walltime,
+            max_retries=max_retries,
+            preprocess=preprocess,
+            postprocess=postprocess,
+            output_lines=output_lines,
+            keep_run_dir=keep_run_dir,
+            mpi=True,
+        )
 
 
 class PythonMethod(Method):

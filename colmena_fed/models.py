@@ -18,6 +18,7 @@ from colmena_fed.compat import (
     TimeSpans,
     WorkerInformation,
 )
+from colmena_fed.shell import ShellOutput
 
 FailureKind = Literal["user", "system", "rejected", "shutdown", "expired", "superseded", "timeout"]
 
@@ -337,6 +338,13 @@ class Result(BaseModel):
     intermediates: int = Field(
         default=0,
         description="On the final result: how many intermediate results came before it.",
+    )
+    shell: ShellOutput | None = Field(
+        default=None,
+        description=(
+            "A shell or MPI method's command as run: its exit status and the last lines of "
+            "its stdout and stderr (a failed command's too)."
+        ),
     )
 
     @field_serializer("args", "kwargs", "value", "task_info", when_used="json")

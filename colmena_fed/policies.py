@@ -28,6 +28,10 @@ class SiteState:
     worker count, its tasks in flight (all kinds together) are also capped at ``workers +
     prefetch``: a batch job that has not started offers nothing, one that shrinks offers less.
     A ``suspended`` site (it just failed a task) gets nothing until its next status report.
+
+    At an MPI site (``nodes_per_block`` set) slots are nodes: ``in_flight`` counts the nodes
+    its tasks hold, ``total_in_flight`` the tasks, and once its blocks are known
+    (``managers``: one worker pool per block) the nodes in flight stay within theirs.
     """
 
     name: str
@@ -38,14 +42,23 @@ class SiteState:
     workers: int | None = None
     in_flight: dict[str, int] = field(default_factory=dict)
     total_in_flight: int = 0
+    nodes_per_block: int | None = None
+    managers: int | None = None
 
     def free(self, slot: str) -> int:
-        """Slots of kind ``slot`` that could take a task now."""
+        """Slots of kind ``slot`` that could take a task now (nodes, at an MPI site)."""
         if not self.online or self.suspended:
             return 0
         free = self.capacity.get(slot, 0) - self.in_flight.get(slot, 0)
         if self.workers is not None:
-            free = min(free, self.workers + self.prefetch - self.total_in_flight)
+            tasks_room = self.workers + self.prefetch - self.total_in_flight
+            if self.nodes_per_block is None:
+                return min(free, tasks_room)
+            if tasks_room <= 0:
+                return 0
+            if self.managers is not None:
+                live = self.managers * self.nodes_per_block
+                free = min(free, live - sum(self.in_flight.values()))
         return free
 
     def refill_at(self, slot: str) -> int:
@@ -55,7 +68,7 @@ class SiteState:
         at least 1: what is left in flight still keeps every worker busy, and the refill
         travels as one batch rather than one task per result.
         """
-        if self.workers is None:
+        if self.workers is None or self.nodes_per_block is not None:
             return 1
         slack = min(self.capacity.get(slot, 0) - self.workers, self.prefetch)
         return max(1, slack // 2)
@@ -65,6 +78,8 @@ class SiteState:
         if not self.online:
             return 0
         declared = self.capacity.get(slot, 0)
+        if self.nodes_per_block is not None:
+            return declared if self.managers is None else min(declared, self._live_nodes())
         if self.workers is None:
             return declared
         return min(declared, self.workers + self.prefetch)
@@ -72,7 +87,14 @@ class SiteState:
     def running_slots(self, slot: str) -> int:
         """Tasks of kind ``slot`` the site can run at once (queued ones excluded)."""
         declared = self.capacity.get(slot, 0)
+        if self.nodes_per_block is not None:
+            return declared if self.managers is None else min(declared, self._live_nodes())
         return declared if self.workers is None else min(declared, self.workers)
+
+    def _live_nodes(self) -> int:
+        assert self.managers is not None
+        assert self.nodes_per_block is not None
+        return self.managers * self.nodes_per_block
 
 
 class Observations:

@@ -24,6 +24,7 @@ from colmena_fed.models import (
     Timestamps,
     WorkerInfo,
 )
+from colmena_fed.shell import ShellOutput
 
 #: The fields of a record, in the order a packed record holds them.
 FIELDS: tuple[str, ...] = tuple(Result.model_fields)
@@ -33,6 +34,7 @@ _DATA = attrgetter(*(f.name for f in dataclasses.fields(DataRecord)))
 _ATTEMPT = attrgetter(*(f.name for f in dataclasses.fields(Attempt)))
 _WORKER = attrgetter(*(f.name for f in dataclasses.fields(WorkerInfo)))
 _FAILURE = attrgetter(*FailureInfo.model_fields)
+_SHELL = attrgetter(*(f.name for f in dataclasses.fields(ShellOutput)))
 _VALUES = itemgetter(*FIELDS)
 
 
@@ -48,6 +50,8 @@ def pack(task: Result, *, inputs: bool = True) -> tuple[Any, ...]:
         fields["worker"] = _WORKER(task.worker)
     if task.failure is not None:
         fields["failure"] = _FAILURE(task.failure)
+    if task.shell is not None:
+        fields["shell"] = _SHELL(task.shell)
     fields["resources"] = None if task.resources is ANYWHERE else task.resources.model_dump()
     values: tuple[Any, ...] = _VALUES(fields)
     return values
@@ -64,6 +68,8 @@ def unpack(values: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
     if fields["failure"] is not None:
         failure = zip(FailureInfo.model_fields, fields["failure"], strict=True)
         fields["failure"] = FailureInfo(**dict(failure))
+    if fields.get("shell") is not None:
+        fields["shell"] = ShellOutput(*fields["shell"])
     resources = fields["resources"]
     fields["resources"] = ANYWHERE if resources is None else ResourceRequest(**resources)
     return fields

@@ -17,6 +17,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
 from colmena_fed.models import FailureInfo, Result
+from colmena_fed.mpi import MPISite, launch_problem, specification_problem
 from colmena_fed.policies import Availability, Observations, Policy, SiteState, only
 
 
@@ -68,6 +69,7 @@ class Scheduler:
         reach: Mapping[str, Sequence[str]] | None = None,
         locality: bool = False,
         streaming: Collection[str] | None = None,
+        mpi: Mapping[str, MPISite] | None = None,
     ) -> None:
         """Schedule over sites given as ``{site: {slot kind: slots}}``.
 
@@ -82,6 +84,10 @@ class Scheduler:
                 inputs.
             streaming: Sites that reach a channel: a task whose method streams intermediate
                 results (``task.streams``) runs only there. None: every site.
+            mpi: The sites that run a ``GlobusMPIEngine``: their slots count nodes, and only
+                tasks with a resource specification (``task.resources.specification``, the
+                method's merged under it) run there, on as many nodes as it asks for; a task
+                with one runs nowhere else.
         """
         prefetch = prefetch or {}
         self.reach = {name: frozenset(stores) for name, stores in (reach or {}).items()}
@@ -90,10 +96,15 @@ class Scheduler:
         self.streaming = None if streaming is None else frozenset(streaming)
         self.observations = observations or Observations()
         self.policy: Policy = policy or Availability(self.observations)
+        self.mpi = dict(mpi or {})
         self.sites = {
             name: SiteState(name, dict(slots), prefetch.get(name, 0))
             for name, slots in capacities.items()
         }
+        for name, shape in self.mpi.items():
+            self.sites[name].nodes_per_block = shape.nodes_per_block
+        #: Slot kinds some MPI site offers: tasks of these kinds are checked against the sites.
+        self._mpi_slots = {slot for name in self.mpi for slot in capacities[name]}
         self._offering: dict[str, list[SiteState]] = {}
         for site in self.sites.values():
             for slot in site.capacity:
@@ -146,18 +157,80 @@ class Scheduler:
                 f"task {task.task_id} ({task.method}) needs a {slot!r} slot, which no site "
                 f"offers; slot kinds offered: {', '.join(offered)}"
             )
-        if task.stores and not self._candidates(task):
+        if task.stores and not self._candidates(task, mpi=False):
             raise PlacementError(
                 f"task {task.task_id} ({task.method}) has inputs in store(s) "
                 f"{', '.join(task.stores)}, which no site offering a {slot!r} slot reaches"
                 + (f" (it asks for site {wanted!r})" if wanted else "")
             )
-        if task.streams and not self._candidates(task):
+        if task.streams and not self._candidates(task, mpi=False):
             raise PlacementError(
                 f"task {task.task_id} ({task.method}) streams intermediate results, and no site "
                 f"offering a {slot!r} slot reaches a channel"
                 + (f" (it asks for site {wanted!r}, which reaches none)" if wanted else "")
             )
+        if self._checks_mpi(task):
+            self._check_mpi(task)
+
+    def _check_mpi(self, task: Result) -> None:
+        """Raise `PlacementError` if the task's resource specification fits no site."""
+        spec = task.resources.specification
+        if spec:
+            problem = specification_problem(spec)
+            if problem is not None:
+                raise PlacementError(
+                    f"task {task.task_id} ({task.method}), resource specification: {problem}"
+                )
+        sites = self._candidates(task, mpi=False)
+        if any(self._never(task, site) is None for site in sites):
+            return
+        reasons = "; ".join(f"{self._never(task, site)}" for site in sites)
+        raise PlacementError(
+            f"task {task.task_id} ({task.method}) can run on no site offering a "
+            f"{task.slot!r} slot: {reasons}"
+        )
+
+    def _checks_mpi(self, task: Result) -> bool:
+        """Whether MPI sites or the task's specification narrow where it may run."""
+        if task.resources.specification:
+            return True
+        return bool(self.mpi) and task.slot in self._mpi_slots
+
+    def _never(self, task: Result, site: SiteState) -> str | None:
+        """Why ``site`` can never run ``task`` as its resource specification asks (None: it can)."""
+        shape = self.mpi.get(site.name)
+        if shape is None:
+            if task.resources.specification:
+                return (
+                    f"site {site.name!r} does not run an MPI engine (GlobusMPIEngine), so it "
+                    "takes no resource specification"
+                )
+            return None
+        spec = {**shape.specification, **(task.resources.specification or {})}
+        problem = specification_problem(spec) or launch_problem(spec)
+        if problem is not None:
+            return f"site {site.name!r} runs an MPI engine, and {problem}"
+        nodes = spec["num_nodes"]
+        if nodes > shape.nodes_per_block:
+            return (
+                f"it asks for {nodes} nodes (field 'num_nodes'), but site {site.name!r} has "
+                f"blocks of {shape.nodes_per_block} (nodes_per_block in {shape.source})"
+            )
+        declared = site.capacity.get(task.slot or "", 0)
+        if nodes > declared:
+            return (
+                f"it asks for {nodes} nodes (field 'num_nodes'), but site {site.name!r} offers "
+                f"{declared} {task.slot!r} slots (its 'resources' in the sites YAML)"
+            )
+        return None
+
+    def units(self, task: Result, site: str) -> int:
+        """Slots ``task`` takes at ``site``: its nodes at an MPI site, else 1."""
+        shape = self.mpi.get(site)
+        if shape is None:
+            return 1
+        nodes = (task.resources.specification or {}).get("num_nodes")
+        return int(nodes if nodes is not None else shape.specification["num_nodes"])
 
     def submit(self, task: Result) -> Step:
         """Queue a new task (``task.slot`` set and checked) and place what can be placed."""
@@ -176,6 +249,8 @@ class Scheduler:
         slot, allowed = task.slot or "", self._allowed(task)
         if not self._waiting.get(slot):  # nothing older waits for this kind: place it now
             sites = self._near_first(task, self._online(slot, allowed))
+            if self.mpi:
+                sites = self._with_room(task, sites, slot)
             choice = self.policy.choose(task, sites, 0) if _any_free(sites, slot) else None
             if choice is not None:
                 return Step([self._take(task, *choice)], ended)
@@ -214,23 +289,30 @@ class Scheduler:
         """Count ``task`` in flight at ``site``: a resumed run found it still running there."""
         self._take(task, self.sites[site], task.placement or "re-attached after a resume")
 
-    def release(self, site: str, slot: str) -> list[Placement]:
-        """A task of kind ``slot`` left ``site``: free its slot and fill free slots.
+    def release(self, site: str, slot: str, units: int = 1) -> list[Placement]:
+        """A task of kind ``slot`` left ``site``: free its ``units`` slots and fill free slots.
 
         A site whose prefetched tasks still keep its workers busy is filled once enough slots
         are free (`SiteState.refill_at`), in one batch.
         """
         state = self.sites[site]
-        state.in_flight[slot] -= 1
+        state.in_flight[slot] -= units
         state.total_in_flight -= 1
         if state.total_in_flight and state.free(slot) < state.refill_at(slot):
             return []  # its prefetched tasks keep its workers busy: top it up in one batch
         return self._fill_site(state)
 
-    def set_status(self, site: str, online: bool, workers: int | None = None) -> list[Placement]:
-        """Record a site's live state; new room (back online, more workers) is filled at once."""
+    def set_status(
+        self, site: str, online: bool, workers: int | None = None, managers: int | None = None
+    ) -> list[Placement]:
+        """Record a site's live state; new room (back online, more workers) is filled at once.
+
+        ``managers`` (worker pools, one per block) sizes an MPI site's live nodes.
+        """
         state = self.sites[site]
         state.online, state.workers, state.suspended = online, workers, False
+        if state.nodes_per_block is not None:
+            state.managers = managers
         return self._fill_site(state)  # offline too: tasks waiting for it may go elsewhere
 
     def suspend(self, site: str) -> None:
@@ -285,15 +367,17 @@ class Scheduler:
             return only(wanted)
         return self._narrowed(task, self._candidates(task))
 
-    def _candidates(self, task: Result) -> list[SiteState]:
+    def _candidates(self, task: Result, mpi: bool = True) -> list[SiteState]:
         """Sites offering the task's slot kind (and reaching the stores of its inputs).
 
-        Not to be modified: for most tasks it is the scheduler's own list.
+        With ``mpi``, only those that can run it as its resource specification asks. Not to be
+        modified: for most tasks it is the scheduler's own list.
         """
         offering = self._offering.get(task.slot or "", [])
         wanted = task.resources.site
         streaming = self.streaming if task.streams else None
-        if wanted is None and not task.stores and streaming is None:
+        narrowed = mpi and self._checks_mpi(task)
+        if wanted is None and not task.stores and streaming is None and not narrowed:
             return offering
         sites = [s for s in offering if wanted in (None, s.name)]
         if task.stores:
@@ -301,12 +385,15 @@ class Scheduler:
             sites = [s for s in sites if needed <= self.reach.get(s.name, frozenset())]
         if streaming is not None:
             sites = [s for s in sites if s.name in streaming]
+        if narrowed:
+            sites = [s for s in sites if self._never(task, s) is None]
         return sites
 
     def _narrowed(self, task: Result, candidates: list[SiteState]) -> frozenset[str] | None:
         """The policy's choice of allowed sites among ``candidates`` (None: all offering)."""
         allowed = self.policy.restrict(task, candidates)
-        if allowed is None and (task.stores or (task.streams and self.streaming is not None)):
+        narrowed = task.stores or (task.streams and self.streaming is not None)
+        if allowed is None and (narrowed or self._checks_mpi(task)):
             allowed = frozenset(site.name for site in candidates)
         return allowed
 
@@ -357,6 +444,8 @@ class Scheduler:
             if head is None:
                 break
             sites = self._near_first(head.task, self._online(slot, head.key[1]))
+            if self.mpi:
+                sites = self._with_room(head.task, sites, slot)
             if head.task.attempts:
                 sites = _untried_first(head.task, sites, slot)
             try:
@@ -368,6 +457,8 @@ class Scheduler:
                 continue
             if choice is None:
                 blocked.add(head.key)
+                if self.mpi:
+                    room -= self._reserved(head, slot)
                 continue
             heapq.heappop(self._queues[head.key])
             self._remove(head)
@@ -377,6 +468,27 @@ class Scheduler:
                 room.discard(site.name)
         self._forget_empty(slot)
         return placed
+
+    def _with_room(self, task: Result, sites: list[SiteState], slot: str) -> list[SiteState]:
+        """The sites with room for all the slots ``task`` takes there (its nodes: MPI sites)."""
+        return [site for site in sites if site.free(slot) >= self.units(task, site.name)]
+
+    def _reserved(self, head: _Entry, slot: str) -> set[str]:
+        """The MPI site a multi-node task that cannot start yet keeps for itself.
+
+        The highest-ranked task waiting for nodes holds the free nodes of the site it will fit
+        on soonest (the one with the most free nodes now): no task ranked after it takes them,
+        so a stream of smaller tasks cannot starve it. Smaller tasks still run on the other
+        sites meanwhile. Nothing is backfilled around it, since run times are not known.
+        """
+        sites = [
+            site
+            for site in self._online(slot, head.key[1])
+            if site.name in self.mpi and self._never(head.task, site) is None
+        ]
+        if not sites or all(self.units(head.task, s.name) <= 1 for s in sites):
+            return set()
+        return {max(sites, key=lambda site: site.free(slot)).name}
 
     def _near_first(self, task: Result, sites: list[SiteState]) -> list[SiteState]:
         """With locality on, the sites whose own store holds the task's inputs, first.
@@ -405,7 +517,8 @@ class Scheduler:
 
     def _take(self, task: Result, site: SiteState, reason: str) -> Placement:
         slot = task.slot or ""
-        site.in_flight[slot] = site.in_flight.get(slot, 0) + 1
+        units = self.units(task, site.name) if self.mpi else 1
+        site.in_flight[slot] = site.in_flight.get(slot, 0) + units
         site.total_in_flight += 1
         task.site = site.name
         task.placement = sys.intern(reason)  # a few distinct reasons, shared by many records

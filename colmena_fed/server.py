@@ -43,6 +43,7 @@ from colmena_fed.files import private_dir
 from colmena_fed.journal import Journal, RunIdentity
 from colmena_fed.methods import Method, MethodLike, as_methods
 from colmena_fed.models import Result
+from colmena_fed.mpi import mpi_sites
 from colmena_fed.policies import Observations, make_policy
 from colmena_fed.poller import StatusPoller
 from colmena_fed.queues import Resumed, TaskQueues
@@ -136,6 +137,7 @@ class TaskServer:
             reach=reach,
             locality=sites.data.locality,
             streaming={name for name, reached in channels.items() if reached},
+            mpi=mpi_sites(sites),
         )
         #: The stores that carry large inputs and results; None without a 'data:' section.
         self.data = DataPlane(sites.data, reach) if sites.data.stores else None
@@ -422,6 +424,10 @@ class TaskServer:
         else:
             task.slot = task.resources.slot or method.slot
             task.streams = bool(method.streams)
+            if method.specification is not None:
+                own = task.resources.specification or {}
+                merged = {**method.specification, **own}
+                task.resources = task.resources.model_copy(update={"specification": merged})
             if self.data is not None:
                 try:
                     self.data.proxy_inputs(task)

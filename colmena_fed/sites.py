@@ -133,6 +133,14 @@ class SiteConfig(BaseModel):
             "e.g. {num_nodes: 2, ranks_per_node: 4} for an MPI engine."
         ),
     )
+    nodes_per_block: PositiveInt | None = Field(
+        default=None,
+        description=(
+            "The site runs a GlobusMPIEngine whose blocks have this many nodes: its slots then "
+            "count nodes, and it runs only tasks with a resource specification (`globus` "
+            "sites; a `local` site's is read from its endpoint YAML)."
+        ),
+    )
     batch_size: PositiveInt = Field(
         default=128,
         description=(
@@ -150,6 +158,8 @@ class SiteConfig(BaseModel):
             )
         if not self.resources:
             raise ValueError("'resources' must offer at least one slot kind, e.g. {cpu: 2}")
+        if self.sim is not None and self.nodes_per_block is not None:
+            raise ValueError("'nodes_per_block': sim sites do not model MPI engines")
         return self
 
     @property

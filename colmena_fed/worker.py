@@ -33,6 +33,7 @@ from proxystore.store import get_store
 from proxystore.store.utils import get_key
 
 from colmena_fed.large import proxied_if_large
+from colmena_fed.shell import SHELL_FAILED, ShellOutcome, ShellOutput, failure_message
 from colmena_fed.stream import (
     CHANNEL_UNREACHABLE,
     ChannelUnreachable,
@@ -77,6 +78,7 @@ class WorkerReport(NamedTuple):
     result_bytes: int | None = None
     task_id: str | None = None
     intermediates: int | None = None
+    shell: ShellOutput | None = None
 
 
 _identity: tuple[str, int, str | None] | None = None
@@ -248,6 +250,14 @@ def run_packed(  # noqa: PLR0917 (positional: Globus Compute sends them so)
         report = run_method(method, walltime, *args, **kwargs)
     finally:
         streaming_into(None)
+    shell = None
+    if type(report[1]) is ShellOutcome:  # a shell method: its output travels beside the value
+        value, shell = report[1]
+        if shell.returncode == 0:
+            report = (True, value, *report[2:])
+        else:
+            message = failure_message(key.rsplit("-", 1)[0], shell)
+            report = (False, None, SHELL_FAILED, message, None, *report[5:])
     if streamed is not None:
         try:
             streamed.finish()  # the result goes only once the channel has every value
@@ -257,7 +267,7 @@ def run_packed(  # noqa: PLR0917 (positional: Globus Compute sends them so)
         _forget(proxy)
     if resolve_s is not None or (results is not None and report[0]):
         report = _with_data(report, resolve_s, results)
-    report = (*report, task_id, None if streamed is None else streamed.sent)
+    report = (*report, task_id, None if streamed is None else streamed.sent, shell)
     try:
         return pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:

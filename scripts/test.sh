@@ -10,6 +10,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 # The report's HTML page is checked in a real headless browser.
 command -v chromium >/dev/null || missing+=(chromium)
+# The MPI tests build a small C program with mpicc and run it with MPICH's mpiexec (Hydra).
+command -v mpicc >/dev/null || missing+=(mpich libmpich-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     if command -v apt-get >/dev/null; then
         sudo_if_needed=$([ "$(id -u)" -eq 0 ] || echo sudo)

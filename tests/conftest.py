@@ -161,12 +161,13 @@ def _ours(process: psutil.Process, directory: Path, sessions: set[int]) -> bool:
 
 @pytest.fixture(scope="session")
 def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTestbed]:
-    """The local Globus Compute stand-in, local-cpu.yaml and local-gpu.yaml as its endpoints.
+    """The local Globus Compute stand-in; local-cpu.yaml, local-gpu.yaml and local-mpi.yaml are its
+    endpoints.
 
     Started and stopped with the command line, as a user would; stopping must leave no process.
     """
     directory = tmp_path_factory.mktemp("testbed")
-    yamls = [str(ENDPOINTS / "local-cpu.yaml"), str(ENDPOINTS / "local-gpu.yaml")]
+    yamls = [str(ENDPOINTS / f"local-{kind}.yaml") for kind in ("cpu", "gpu", "mpi")]
     up = colmena_fed(
         "testbed",
         "up",

@@ -27,17 +27,19 @@ def test_status_shows_each_endpoint_online_and_the_sites_yaml_uses_them(
     testbed: RunningTestbed,
 ) -> None:
     deadline = time.monotonic() + 60
+    expected = {"local-cpu": 2, "local-gpu": 1, "local-mpi": 1}
     while True:  # workers connect after the endpoint's first heartbeat
         shown = colmena_fed("testbed", "status", "--dir", str(testbed.directory), "--json")
         assert shown.returncode == 0, shown.stderr
         endpoints = json.loads(shown.stdout)["endpoints"]
         workers = {name: e["workers"] for name, e in endpoints.items()}
-        if workers == {"local-cpu": 2, "local-gpu": 1} or time.monotonic() > deadline:
+        if workers == expected or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert {name: e["status"] for name, e in endpoints.items()} == {
         "local-cpu": "online",
         "local-gpu": "online",
+        "local-mpi": "online",
     }
     assert endpoints["local-cpu"]["workers"] == 2
     assert endpoints["local-gpu"]["workers"] == 1
@@ -47,7 +49,9 @@ def test_status_shows_each_endpoint_online_and_the_sites_yaml_uses_them(
     assert {n: s.resources for n, s in sites.sites.items()} == {
         "local-cpu": {"cpu": 2},
         "local-gpu": {"gpu": 1},
+        "local-mpi": {"nodes": 1},
     }
+    assert sites.sites["local-mpi"].nodes_per_block == 1
     table = colmena_fed("testbed", "status", "--dir", str(testbed.directory))
     assert testbed.endpoints["local-gpu"] in table.stdout
 

@@ -113,7 +113,9 @@ def make_backend(
     if config.local is not None:
         from colmena_fed.backends.local import LocalBackend
 
-        return LocalBackend(name, config.local, config.user_endpoint_config)
+        return LocalBackend(
+            name, config.local, config.user_endpoint_config, config.resource_specification
+        )
     if config.sim is not None:
         from colmena_fed.backends.sim import SimBackend
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -92,6 +93,18 @@ def load_engine(path: Path, variables: Mapping[str, Any] | None = None) -> Globu
     if engine is None:
         raise ConfigError(f"{path}: no 'engine:' section; a site needs one to run tasks")
     return engine
+
+
+def give_node_list(engine: GlobusComputeEngineBase, node_file: Path) -> None:
+    """Have an MPI engine's worker pool read its block's nodes from ``node_file``.
+
+    For a ``LocalProvider`` on a machine without a batch scheduler, whose jobs have no
+    ``PBS_NODEFILE``: the pool's shell exports it before it starts (Parsl's MPI mode reads
+    the node list from there, as under PBS). Only this engine's workers see it.
+    """
+    provider = engine.executor.provider
+    export = f"export PBS_NODEFILE={shlex.quote(str(node_file))}"
+    provider.worker_init = "\n".join(p for p in (provider.worker_init, export) if p)
 
 
 @contextlib.contextmanager

@@ -30,6 +30,8 @@ from colmena_fed.backends import (
 from colmena_fed.backends.engine import (
     StatusReader,
     abandon,
+    engine_config_text,
+    give_node_list,
     guard_interchange,
     interchange_exit_code,
     interrupts_ignored_by_children,
@@ -39,6 +41,7 @@ from colmena_fed.backends.engine import (
 from colmena_fed.errors import ConfigError, SiteError
 from colmena_fed.methods import Method
 from colmena_fed.models import Result
+from colmena_fed.mpi import local_node_file, needs_node_file
 from colmena_fed.worker import WorkerReport, read_report
 
 #: Globus Compute error codes of failures that a retry would only repeat.
@@ -52,16 +55,23 @@ class LocalBackend:
     outlives_thinker = False
 
     def __init__(
-        self, name: str, endpoint_yaml: Path, variables: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        endpoint_yaml: Path,
+        variables: Mapping[str, Any] | None = None,
+        specification: Mapping[str, Any] | None = None,
     ) -> None:
         """Prepare the site ``name``; nothing starts until `start`.
 
         ``endpoint_yaml`` is rendered as a config template with ``variables`` (the site's
-        ``user_endpoint_config``), as a template-capable endpoint would render it.
+        ``user_endpoint_config``), as a template-capable endpoint would render it. Every task
+        is sent with ``specification`` (the site's ``resource_specification``), its own
+        merged over it.
         """
         self.name = name
         self.endpoint_yaml = endpoint_yaml
         self.variables = dict(variables or {})
+        self.specification = dict(specification or {})
         self.endpoint_id = str(uuid.uuid4())
         self._serializer = ComputeSerializer()
         self._functions: dict[str, str] = {}
@@ -81,6 +91,8 @@ class LocalBackend:
             raise ConfigError(f"site {self.name!r}: {exc}") from exc
         prepare_worker_environment()
         run_dir.mkdir(parents=True, exist_ok=True)
+        if needs_node_file(engine_config_text(self.endpoint_yaml, self.variables)):
+            give_node_list(engine, local_node_file(run_dir))
         # Known before it starts, so that `shutdown` stops whatever part of it did start.
         self._engine = engine
         self._status = StatusReader(engine)
@@ -132,8 +144,10 @@ class LocalBackend:
         future = GCFuture(gc_task_id)
         future.add_done_callback(functools.partial(self._deliver, on_done))
         try:
-            spec = task.resources.specification or {}
-            self._engine.submit(future, packed, resource_specification=spec)
+            spec = task.resources.specification
+            if self.specification:
+                spec = {**self.specification, **(spec or {})}
+            self._engine.submit(future, packed, resource_specification=spec or {})
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)

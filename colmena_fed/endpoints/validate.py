@@ -53,6 +53,17 @@ _CHARGED_IN_OPTIONS = {
     "project": re.compile(r"\+ProjectName\s*=|#PBS\s+-P\s"),
 }
 
+#: The MPI launcher each provider's jobs use (the machines in endpoints/ are Slurm or PBS).
+_MPI_LAUNCHERS = {
+    "SlurmProvider": "srun",
+    "PBSProProvider": "mpiexec",
+    "TorqueProvider": "mpiexec",
+    "LocalProvider": "mpiexec",
+}
+
+#: The launchers Parsl's MPI mode composes a prefix for.
+_ALL_MPI_LAUNCHERS = ("mpiexec", "srun", "aprun")
+
 #: Launchers that start the worker pool on the block's first node only.
 _ONE_NODE_LAUNCHERS = frozenset({"SingleNodeLauncher", "SimpleLauncher"})
 
@@ -110,10 +121,13 @@ def validate(path: Path, variables: Mapping[str, Any]) -> list[Problem]:
     problems = list(_unknown_keys(path, data))
     if problems:
         return problems
+    mpi = list(_mpi_engine(path, data))
+    if any(problem.severity == "error" for problem in mpi):
+        return mpi
     loader_problem = _load(path, rendered, data)
     if loader_problem is not None:
         return [loader_problem]
-    return [*_semantic(path, data)]
+    return [*mpi, *_semantic(path, data)]
 
 
 def _missing(path: Path, missing: MissingVariables) -> list[Problem]:
@@ -180,6 +194,9 @@ def _block(
         executor = _ENGINE_EXECUTORS.get(block["type"])
         if executor is None:  # other engines take keywords this module does not list
             return
+        # GlobusMPIEngine takes its parent's keywords through **kwargs: read them there.
+        for ancestor in found.__mro__[1:] if isinstance(found, type) else ():
+            known |= _parameters(ancestor)
         known |= _parameters(executor)
     yield from _extra(path, field, block, known)
 
@@ -355,6 +372,62 @@ def _launcher(path: Path, engine: dict[str, Any], provider: dict[str, Any]) -> I
             "engine.provider.launcher",
             f"{nodes} nodes per block, but the {name} starts workers on the first node only; "
             "use SrunLauncher (Slurm) or MpiExecLauncher (PBS) to start them on every node",
+        )
+
+
+def _mpi_engine(path: Path, data: dict[str, Any]) -> Iterator[Problem]:
+    """An MPI engine's launchers and sizes, which its loader checks late or not at all."""
+    engine = _mapping(data.get("engine"))
+    if engine.get("type") != "GlobusMPIEngine":
+        return
+    provider = _mapping(engine.get("provider"))
+    kind = str(provider.get("type"))
+    launcher = _mapping(provider.get("launcher")).get("type", "SingleNodeLauncher")
+    if launcher != "SimpleLauncher":
+        yield Problem(
+            path,
+            "engine.provider.launcher",
+            f"{launcher}: Parsl's MPI mode needs the SimpleLauncher (one worker pool per "
+            "block, on its first node, whose tasks launch their ranks with mpi_launcher)",
+        )
+    mpi_launcher = engine.get("mpi_launcher", "mpiexec")
+    expected = _MPI_LAUNCHERS.get(kind)
+    if mpi_launcher not in _ALL_MPI_LAUNCHERS:
+        yield Problem(
+            path,
+            "engine.mpi_launcher",
+            f"{mpi_launcher!r} is not a launcher Parsl composes; use "
+            f"{expected or ' or '.join(_ALL_MPI_LAUNCHERS)}",
+        )
+    elif expected is not None and mpi_launcher != expected:
+        yield Problem(
+            path,
+            "engine.mpi_launcher",
+            f"{mpi_launcher} under the {kind}, whose jobs launch MPI programs with {expected}",
+            severity="warning" if kind == "SlurmProvider" else "error",
+        )
+    nodes = provider.get("nodes_per_block", 1)
+    workers = engine.get("max_workers_per_block")
+    if kind == "LocalProvider" and isinstance(nodes, int) and nodes > 1:
+        yield Problem(
+            path,
+            "engine.provider.nodes_per_block",
+            f"{nodes} nodes per block, but a LocalProvider's block is this one machine: 1",
+        )
+    if workers is None:
+        yield Problem(
+            path,
+            "engine.max_workers_per_block",
+            "missing: Parsl's default runs one MPI task per block at a time; set how many "
+            "run at once (at most nodes_per_block)",
+            severity="warning",
+        )
+    elif isinstance(workers, int) and isinstance(nodes, int) and workers > nodes:
+        yield Problem(
+            path,
+            "engine.max_workers_per_block",
+            f"{workers} tasks at once per block, but a block has {nodes} nodes and each task "
+            "takes at least one: the others wait on the block",
         )
 
 

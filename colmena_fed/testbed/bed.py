@@ -27,6 +27,7 @@ import yaml
 from colmena_fed.backends.engine import engine_config_text, load_engine
 from colmena_fed.backends.globus import make_client
 from colmena_fed.files import private_dir
+from colmena_fed.mpi import endpoint_nodes_per_block
 from colmena_fed.sites import GlobusConfig
 from colmena_fed.testbed.broker import Broker
 from colmena_fed.testbed.daemon import EndpointDaemon, check_endpoint_version, kill_session
@@ -192,7 +193,7 @@ class Testbed:
     def sites(self) -> dict[str, Any]:
         """A sites YAML (as a mapping) with every endpoint as a `globus` site."""
         sites = {
-            name: {"endpoint": endpoint_id, "resources": slots_of(self._yamls[name])}
+            name: {"endpoint": endpoint_id, **offer_of(self._yamls[name])}
             for name, endpoint_id in self.endpoints.items()
         }
         return {
@@ -225,16 +226,28 @@ class Testbed:
         self.stop()
 
 
-def slots_of(endpoint_yaml: Path) -> dict[str, int]:
-    """Slots an endpoint offers: one ``gpu`` per accelerator, else one ``cpu`` per worker."""
-    engine = (yaml.safe_load(engine_config_text(endpoint_yaml)) or {}).get("engine", {})
+def offer_of(endpoint_yaml: Path) -> dict[str, Any]:
+    """What an endpoint offers, as a site's fields: ``resources`` (and ``nodes_per_block``).
+
+    One ``gpu`` slot per accelerator, else one ``cpu`` per worker; an MPI engine offers its
+    blocks' ``nodes``.
+    """
+    text = engine_config_text(endpoint_yaml)
+    engine = (yaml.safe_load(text) or {}).get("engine", {})
+    provider = engine.get("provider", {})
+    blocks = int(provider.get("max_blocks", 1))
+    nodes_per_block = endpoint_nodes_per_block(text)
+    if nodes_per_block is not None:
+        return {
+            "resources": {"nodes": nodes_per_block * blocks},
+            "nodes_per_block": nodes_per_block,
+        }
     accelerators = engine.get("available_accelerators")
     if accelerators:
         count = accelerators if isinstance(accelerators, int) else len(accelerators)
-        return {"gpu": count}
-    provider = engine.get("provider", {})
-    nodes = int(provider.get("nodes_per_block", 1)) * int(provider.get("max_blocks", 1))
-    return {"cpu": int(engine.get("max_workers_per_node", 1)) * nodes}
+        return {"resources": {"gpu": count}}
+    nodes = int(provider.get("nodes_per_block", 1)) * blocks
+    return {"resources": {"cpu": int(engine.get("max_workers_per_node", 1)) * nodes}}
 
 
 def write_sites(path: Path, sites: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import yaml
 
+from colmena_fed.mpi import local_node_file, needs_node_file
 from colmena_fed.testbed.errors import TestbedError
 
 PINNED_ENDPOINT_VERSION = "4.19.0"
@@ -179,6 +180,8 @@ class EndpointDaemon:
         current = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         extra = [p for p in sys.path if p and os.path.isdir(p) and p not in current]
         env["PYTHONPATH"] = os.pathsep.join([*self.pythonpath, *current, *extra])
+        if needs_node_file(self.config_text):  # an MPI engine on this scheduler-less machine
+            env["PBS_NODEFILE"] = str(local_node_file(self.endpoint_dir))
         return env
 
 

@@ -11,7 +11,7 @@ import functools
 import inspect
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from colmena_fed.mpi import specification_problem
 from colmena_fed.shell import Postprocess, Preprocess, ShellProgram
@@ -213,7 +213,17 @@ def _collected(
             return (values, stop.value) if keep else values
 
 
-MethodLike = Method | Callable[..., Any] | tuple[Callable[..., Any], Mapping[str, Any]]
+@runtime_checkable
+class MethodSource(Protocol):
+    """An object that makes its own `Method` (Colmena's ``ExecutableMethod`` does)."""
+
+    def as_method(self, slot: str | None = None) -> Method:
+        """The method, needing a ``slot`` slot (None: its own choice)."""
+
+
+MethodLike = (
+    Method | MethodSource | Callable[..., Any] | tuple[Callable[..., Any], Mapping[str, Any]]
+)
 
 
 def as_method(item: MethodLike) -> Method:
@@ -222,6 +232,8 @@ def as_method(item: MethodLike) -> Method:
         return item
     if isinstance(item, tuple):
         return _from_colmena_pair(item)
+    if isinstance(item, MethodSource):
+        return item.as_method()
     return Method(item)
 
 
@@ -240,13 +252,15 @@ def _from_colmena_pair(pair: tuple[Any, ...]) -> Method:
         )
     executors = options.get("executors", "all")
     if executors == "all":
-        return Method(function)
+        return function.as_method() if isinstance(function, MethodSource) else Method(function)
     labels = [executors] if isinstance(executors, str) else list(executors)
     if len(labels) != 1:
         raise ValueError(
             f"method {name}: executors={executors!r}; a method needs one slot kind here "
             "(a site may offer several): name one, e.g. {'executors': ['gpu']}"
         )
+    if isinstance(function, MethodSource):
+        return function.as_method(labels[0])
     return Method(function, slot=labels[0])
 
 

@@ -122,20 +122,13 @@ class ShellProgram:
 
     def __call__(self, *args: Any, **kwargs: Any) -> ShellOutcome:
         """Run the command for one task; a non-zero exit is a failed outcome, not an error."""
-        base = os.environ.get("GC_TASK_SANDBOX_DIR") or os.getcwd()
-        run_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=base))
+        run_dir = task_directory(self.name)
         try:
             fields = self._fields(run_dir, args, kwargs)
             command = _filled(self.name, self.command, args, {**fields, "run_dir": run_dir})
             if self.mpi:
-                prefix = os.environ.get("PARSL_MPI_PREFIX")
-                if not prefix:
-                    raise RuntimeError(
-                        f"method {self.name!r} is an MPI program, but this worker was given no "
-                        "MPI launch prefix: its site does not run a GlobusMPIEngine"
-                    )
-                command = f"{prefix} {command}"  # composed by Parsl for this task's nodes
-            output = _run(command, run_dir, self.output_lines)
+                command = f"{mpi_prefix(self.name)} {command}"
+            output = run_command(command, run_dir, self.output_lines)
             if output.returncode != 0 or self.postprocess is None:
                 return ShellOutcome(output.stdout if output.returncode == 0 else None, output)
             return ShellOutcome(self.postprocess(run_dir, output), output)
@@ -192,24 +185,57 @@ def _quoted(value: Any) -> str:
     return shlex.quote(str(value))
 
 
-def _run(command: str, run_dir: Path, lines: int) -> ShellOutput:
-    """Run ``command`` with bash in ``run_dir``; stop its whole session if interrupted."""
-    stdout_path, stderr_path = run_dir / "stdout", run_dir / "stderr"
+def run_command(
+    command: str,
+    run_dir: Path,
+    lines: int,
+    stdin: str | None = None,
+    names: tuple[str, str] = ("stdout", "stderr"),
+) -> ShellOutput:
+    """Run ``command`` with bash in ``run_dir``; stop its whole session if interrupted.
+
+    Its output goes to the files ``names`` in ``run_dir``; the last ``lines`` lines of each
+    are kept. ``stdin`` is its standard input (None: nothing).
+    """
+    stdout_path, stderr_path = run_dir / names[0], run_dir / names[1]
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
             ["/bin/bash", "-c", command],
             cwd=run_dir,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=out,
             stderr=err,
             start_new_session=True,
         )
         try:
+            if stdin is not None:
+                process.communicate(stdin.encode())
             returncode = process.wait()
         except BaseException:  # the walltime's interrupt, or the worker stopping
             _stop_session(process)
             raise
     return ShellOutput(command, returncode, _tail(stdout_path, lines), _tail(stderr_path, lines))
+
+
+def task_directory(name: str) -> Path:
+    """A new directory for one task of method ``name``: in the task's sandbox, if it has one.
+
+    Otherwise in the worker's working directory, which an HPC endpoint keeps on a filesystem
+    every node of a block shares.
+    """
+    base = os.environ.get("GC_TASK_SANDBOX_DIR") or os.getcwd()
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+
+
+def mpi_prefix(name: str) -> str:
+    """The launch prefix Parsl composed for this task's nodes and ranks (MPI sites only)."""
+    prefix = os.environ.get("PARSL_MPI_PREFIX")
+    if not prefix:
+        raise RuntimeError(
+            f"method {name!r} is an MPI program, but this worker was given no MPI launch "
+            "prefix: its site does not run a GlobusMPIEngine"
+        )
+    return prefix
 
 
 def _stop_session(process: subprocess.Popen[bytes]) -> None:

@@ -15,12 +15,15 @@ from colmena_fed import (
     ConfigError,
     Method,
     MPIMethod,
+    ResourceRequirements,
     Result,
     ShellMethod,
     SitesConfig,
     TaskQueues,
     TaskServer,
 )
+from colmena_fed.colmena.models.methods import ExecutableMethod
+from colmena_fed.methods import MethodLike
 from colmena_fed.models import ResourceRequest
 from colmena_fed.mpi import MPISite
 from colmena_fed.scheduler import PlacementError, Scheduler
@@ -55,6 +58,26 @@ def write_input(run_dir: Path, intervals: int) -> dict[str, object]:
     return {"intervals_file": "intervals.txt"}
 
 
+class ColmenaIntegrate(ExecutableMethod):
+    """The program as a Colmena application declares it, with its own MPI launch template."""
+
+    def __init__(self, program: Path) -> None:
+        super().__init__(
+            [str(program)],
+            name="colmena_integrate",
+            mpi=True,
+            mpi_command_string="mpiexec -n {total_ranks} -ppn {cpu_processes}",
+        )
+
+    def preprocess(
+        self, run_dir: Path, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> tuple[list[str], str | None]:
+        return [str(args[0])], None
+
+    def postprocess(self, run_dir: Path) -> list[str]:
+        return (run_dir / "colmena.stdout").read_text().splitlines()
+
+
 @pytest.fixture(scope="module", params=["local", "globus"])
 def mpi_server(
     request: pytest.FixtureRequest, program: Path, tmp_path_factory: pytest.TempPathFactory
@@ -76,13 +99,14 @@ def mpi_server(
         cpu = {"endpoint": bed.endpoints["local-cpu"], "resources": {"cpu": 2}}
         extra = {"globus": bed.globus, "scheduler": {"status_period": 1}}
     config = SitesConfig.from_dict({"sites": {"mpi": mpi, "cpu": cpu}, **extra})
-    methods = [
+    methods: list[MethodLike] = [
         MPIMethod(
             f"{program} {{intervals}}", "allreduce", specification=TWO_RANKS, postprocess=totals
         ),
         MPIMethod(f"{program} 10 {{failing_rank}}", "failing", specification=TWO_RANKS),
         MPIMethod(f"{program} $(cat {{intervals_file}})", "from_file", preprocess=write_input),
         ShellMethod("sleep 60 & echo $! > {pid_file}; wait", "sleeper", walltime=1),
+        ColmenaIntegrate(program),
     ]
     queues = TaskQueues()
     server = TaskServer(queues, config, methods, run_dir=tmp_path_factory.mktemp("mpi-run"))
@@ -130,6 +154,18 @@ def test_a_task_gives_its_own_specification_and_preprocess_writes_its_input(
     result = one(mpi_server.queues, "from_file", intervals=10, resources=spec)
     assert result.success, result.failure
     assert result.value.count(": 3.142425985001") == 2
+
+
+def test_colmenas_executable_method_runs_with_its_launch_template(mpi_server: TaskServer) -> None:
+    queues = mpi_server.queues
+    resources = ResourceRequirements(node_count=1, cpu_processes=2)
+    queues.send_inputs(10, method="colmena_integrate", resources=resources)
+    result = queues.get_result(timeout=180)
+    assert result is not None
+    assert result.success, result.failure
+    assert sorted(result.value) == ["rank 0 of 2: 3.142425985001", "rank 1 of 2: 3.142425985001"]
+    assert result.shell is not None
+    assert result.shell.command.startswith("mpiexec -n 2 -ppn 2 ")
 
 
 def test_a_request_no_site_can_hold_is_rejected_at_once(mpi_server: TaskServer) -> None:
@@ -300,7 +336,7 @@ def test_the_mpi_example_campaign_runs_end_to_end(tmp_path: Path) -> None:
     )
     run = colmena_fed(
         "run",
-        f"{example / 'campaign.py'}:make_thinker",
+        f"{example / 'integration.py'}:make_thinker",
         "--sites",
         str(sites),
         "--run-dir",

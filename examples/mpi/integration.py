@@ -7,7 +7,7 @@ on 2 ranks at finer and finer resolutions, while the CPU site checks each answer
 (a Python method). The sites are in ``sites.yaml`` beside this file (Debian's ``mpich``
 provides mpicc and mpiexec)::
 
-    colmena-fed run examples/mpi/campaign.py:make_thinker --sites examples/mpi/sites.yaml
+    colmena-fed run examples/mpi/integration.py:make_thinker --sites examples/mpi/sites.yaml
 
 It is resumable like any campaign: a resumed run does not build the program again, and runs
 only the resolutions whose results the dead thinker had not taken.

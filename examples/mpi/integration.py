@@ -71,7 +71,7 @@ class Integration(BaseThinker):
         """Build the program (once per campaign), then send a run per resolution."""
         resumed = self.queues.resumed
         if resumed is None or not resumed.count(method="build"):
-            BINARY.parent.mkdir(parents=True, exist_ok=True)
+            BINARY.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.queues.send_inputs(
                 method="build", topic="build", input_kwargs={"source": SOURCE, "out": BINARY}
             )

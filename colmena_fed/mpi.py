@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 #: The keys Parsl's MPI mode takes in a resource specification.
 SPECIFICATION_KEYS = ("num_nodes", "ranks_per_node", "num_ranks", "launcher_options")
 
+#: The keys a non-MPI engine (Parsl's HTEX) takes in a resource specification.
+HTEX_SPECIFICATION_KEYS = ("priority",)
+
 #: The environment variables Parsl's MPI mode reads the block's nodes from.
 NODE_LIST_VARIABLES = ("PBS_NODEFILE", "SLURM_NODELIST")
 

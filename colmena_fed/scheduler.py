@@ -17,7 +17,12 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
 from colmena_fed.models import FailureInfo, Result
-from colmena_fed.mpi import MPISite, launch_problem, specification_problem
+from colmena_fed.mpi import (
+    HTEX_SPECIFICATION_KEYS,
+    MPISite,
+    launch_problem,
+    specification_problem,
+)
 from colmena_fed.policies import Availability, Observations, Policy, SiteState, only
 
 
@@ -175,7 +180,7 @@ class Scheduler:
     def _check_mpi(self, task: Result) -> None:
         """Raise `PlacementError` if the task's resource specification fits no site."""
         spec = task.resources.specification
-        if spec:
+        if spec and set(spec) - set(HTEX_SPECIFICATION_KEYS):
             problem = specification_problem(spec)
             if problem is not None:
                 raise PlacementError(
@@ -200,10 +205,12 @@ class Scheduler:
         """Why ``site`` can never run ``task`` as its resource specification asks (None: it can)."""
         shape = self.mpi.get(site.name)
         if shape is None:
-            if task.resources.specification:
+            extra = set(task.resources.specification or {}) - set(HTEX_SPECIFICATION_KEYS)
+            if extra:
                 return (
-                    f"site {site.name!r} does not run an MPI engine (GlobusMPIEngine), so it "
-                    "takes no resource specification"
+                    f"site {site.name!r} does not run an MPI engine (GlobusMPIEngine), so its "
+                    f"resource specification takes only {', '.join(HTEX_SPECIFICATION_KEYS)}, "
+                    f"not {', '.join(sorted(extra))}"
                 )
             return None
         spec = {**shape.specification, **(task.resources.specification or {})}

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         result_processor,
         task_submitter,
     )
+    from colmena_fed.worker_cache import warm
 
 #: The module that defines each public name.
 _HOMES = {
@@ -75,6 +76,7 @@ _HOMES = {
     "event_responder": "thinker",
     "result_processor": "thinker",
     "task_submitter": "thinker",
+    "warm": "worker_cache",
 }
 
 __all__ = [
@@ -108,6 +110,7 @@ __all__ = [
     "event_responder",
     "result_processor",
     "task_submitter",
+    "warm",
 ]
 
 

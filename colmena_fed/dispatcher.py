@@ -39,7 +39,15 @@ from colmena_fed.data import DataPlane
 from colmena_fed.errors import SiteError
 from colmena_fed.journal import Journal, UnjournaledInputs, delivery_key
 from colmena_fed.methods import Method
-from colmena_fed.models import Attempt, FailureInfo, Result, Timestamps, WorkerInfo
+from colmena_fed.models import (
+    Attempt,
+    FailureInfo,
+    Result,
+    Timestamps,
+    WarmRecord,
+    WarmUse,
+    WorkerInfo,
+)
 from colmena_fed.recovery import InFlight, Recovery
 from colmena_fed.scheduler import Placement, PlacementError, Scheduler
 from colmena_fed.signals import SignalHold
@@ -383,6 +391,9 @@ class Dispatcher:
         failed_here = isinstance(outcome, SiteError) and outcome.kind == "system"
         if failed_here and self.backends[site].polled:  # its next report lifts it
             self.scheduler.suspend(site)  # before its slot frees: nothing more goes there
+        if not isinstance(outcome, SiteError) and outcome.warm is not None:
+            # Before its slot frees: the task that takes it goes where its key is warm.
+            self.scheduler.learn_warm(site, task.method, outcome, received)
         self._left_site(task, site)
         task.attempts[-1].ended = received
         if isinstance(outcome, SiteError):
@@ -442,8 +453,10 @@ class Dispatcher:
             self.capacity.update(self.scheduler.live_capacity)
 
     def _on_tick(self) -> None:
-        for task in self.scheduler.expire(clock.now()):
+        now = clock.now()
+        for task in self.scheduler.expire(now):
             self._end(task)
+        self._dispatch(self.scheduler.wake(now))
 
     def _on_intermediates(self, channel: str, batch: list[Intermediate], position: str) -> None:
         now = clock.now()
@@ -696,6 +709,9 @@ def _record(task: Result, report: WorkerReport) -> None:
     task.intermediates = report.intermediates or 0
     if report.shell is not None:
         task.shell = report.shell
+    if report.warm is not None:
+        uses, held = report.warm
+        task.warm = WarmRecord([WarmUse(*use) for use in uses], list(held))
     task.success = report.success
     if task.success:
         task.value = report.value

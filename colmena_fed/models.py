@@ -181,6 +181,44 @@ class DataRecord:
     ] = None
 
 
+@dataclasses.dataclass(slots=True)
+class WarmUse:
+    """One call of `colmena_fed.warm` in a task: its key, and whether the worker had it."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _RECORD_CONFIG
+
+    key: Annotated[str, Field(description="The key the method asked for.")]
+    hit: Annotated[bool, Field(description="The worker held it already (no load).")]
+    load_s: Annotated[
+        float, Field(description="Seconds the loader took on a miss; 0 on a hit.")
+    ] = 0.0
+
+
+@dataclasses.dataclass(slots=True)
+class WarmRecord:
+    """What a task found warm on its worker (`colmena_fed.warm`), and what it left there."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _RECORD_CONFIG
+
+    uses: Annotated[list[WarmUse], Field(description="Each warm() call of the task, in order.")] = (
+        dataclasses.field(default_factory=list)
+    )
+    held: Annotated[
+        list[str],
+        Field(description="The keys the worker held once the task ended, least recent first."),
+    ] = dataclasses.field(default_factory=list)
+
+    @property
+    def hit(self) -> bool:
+        """Whether the task found everything it asked for warm (False if it asked for nothing)."""
+        return bool(self.uses) and all(use.hit for use in self.uses)
+
+    @property
+    def load_s(self) -> float:
+        """Seconds the task spent loading what it did not find warm."""
+        return sum(use.load_s for use in self.uses)
+
+
 def new_task_id() -> str:
     """A random (version 4) UUID as 32 hex digits, made without building a `uuid.UUID`."""
     bits = int.from_bytes(os.urandom(16), "big")
@@ -344,6 +382,21 @@ class Result(BaseModel):
         description=(
             "A shell or MPI method's command as run: its exit status and the last lines of "
             "its stdout and stderr (a failed command's too)."
+        ),
+    )
+    warm_key: str | None = Field(
+        default=None,
+        description=(
+            "The key of the state the task's method keeps warm on its worker "
+            "(`colmena_fed.warm`): the task server prefers a site where it is warm."
+        ),
+    )
+    warm: WarmRecord | None = Field(
+        default=None,
+        description=(
+            "What the method found warm on its worker: each warm() call's key, hit and load "
+            "time, and the keys the worker held afterwards (None: it called warm() never and "
+            "its worker holds nothing)."
         ),
     )
 

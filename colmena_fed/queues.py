@@ -64,7 +64,13 @@ def as_resource_request(resources: ResourcesLike, site: str | None = None) -> Re
 
 
 def _check_arguments(
-    topic: object, input_kwargs: object, resources: object, priority: object, retries: object
+    topic: object,
+    *,
+    input_kwargs: object,
+    resources: object,
+    priority: object,
+    retries: object,
+    warm: object,
 ) -> None:
     """Refuse, naming the argument, what `TaskQueues.send_inputs` cannot take."""
     if not isinstance(topic, str):
@@ -84,6 +90,11 @@ def _check_arguments(
     for name, value in (("priority", priority), ("max_retries", retries)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise TypeError(f"{name}={value!r}: pass an integer (or None for the default)")
+    if warm is not None and (not isinstance(warm, str) or not warm):
+        raise TypeError(
+            f"warm={warm!r}: a warm key is a non-empty string, the key the method passes to "
+            "colmena_fed.warm (e.g. warm='surrogate-v3')"
+        )
 
 
 @dataclass(frozen=True)
@@ -222,6 +233,7 @@ class TaskQueues:
         max_retries: int | None = None,
         priority: int | None = None,
         walltime: float | None = None,
+        warm: str | None = None,
     ) -> str:
         """Submit one task; returns its task id.
 
@@ -247,8 +259,18 @@ class TaskQueues:
             priority: Dispatch rank among pending tasks (default: the topic's priority).
             walltime: Seconds the method may run (default: the method's ``walltime``); past
                 it the task ends as a failed result of kind ``timeout``.
+            warm: The key of the state the method keeps on its worker (the key it passes to
+                `colmena_fed.warm`): the task server sends the task where that key is warm,
+                weighed against waiting (see docs/warm.md).
         """
-        _check_arguments(topic, input_kwargs, resources, priority, max_retries)
+        _check_arguments(
+            topic,
+            input_kwargs=input_kwargs,
+            resources=resources,
+            priority=priority,
+            retries=max_retries,
+            warm=warm,
+        )
         self._check_topic(topic)
         # Only what differs from the defaults: a record holds ~100k pending tasks' worth of
         # these, and pydantic keeps a set of the fields given to each.
@@ -271,6 +293,8 @@ class TaskQueues:
             fields["max_retries"] = max_retries
         if walltime is not None:
             fields["walltime"] = walltime
+        if warm is not None:
+            fields["warm_key"] = warm
         priority = self.priorities.get(topic, 0) if priority is None else priority
         if priority:
             fields["priority"] = priority

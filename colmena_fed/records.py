@@ -22,6 +22,8 @@ from colmena_fed.models import (
     ResourceRequest,
     Result,
     Timestamps,
+    WarmRecord,
+    WarmUse,
     WorkerInfo,
 )
 from colmena_fed.shell import ShellOutput
@@ -35,6 +37,7 @@ _ATTEMPT = attrgetter(*(f.name for f in dataclasses.fields(Attempt)))
 _WORKER = attrgetter(*(f.name for f in dataclasses.fields(WorkerInfo)))
 _FAILURE = attrgetter(*FailureInfo.model_fields)
 _SHELL = attrgetter(*(f.name for f in dataclasses.fields(ShellOutput)))
+_WARM_USE = attrgetter(*(f.name for f in dataclasses.fields(WarmUse)))
 _VALUES = itemgetter(*FIELDS)
 
 
@@ -52,6 +55,8 @@ def pack(task: Result, *, inputs: bool = True) -> tuple[Any, ...]:
         fields["failure"] = _FAILURE(task.failure)
     if task.shell is not None:
         fields["shell"] = _SHELL(task.shell)
+    if task.warm is not None:
+        fields["warm"] = ([_WARM_USE(use) for use in task.warm.uses], task.warm.held)
     fields["resources"] = None if task.resources is ANYWHERE else task.resources.model_dump()
     values: tuple[Any, ...] = _VALUES(fields)
     return values
@@ -70,6 +75,9 @@ def unpack(values: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
         fields["failure"] = FailureInfo(**dict(failure))
     if fields.get("shell") is not None:
         fields["shell"] = ShellOutput(*fields["shell"])
+    if fields.get("warm") is not None:
+        uses, held = fields["warm"]
+        fields["warm"] = WarmRecord([WarmUse(*use) for use in uses], list(held))
     resources = fields["resources"]
     fields["resources"] = ANYWHERE if resources is None else ResourceRequest(**resources)
     return fields

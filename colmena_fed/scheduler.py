@@ -14,7 +14,7 @@ import itertools
 import sys
 import traceback
 from collections.abc import Collection, Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from colmena_fed.models import FailureInfo, Result
 from colmena_fed.mpi import (
@@ -24,6 +24,10 @@ from colmena_fed.mpi import (
     specification_problem,
 )
 from colmena_fed.policies import Availability, Observations, Policy, SiteState, only
+
+if TYPE_CHECKING:
+    from colmena_fed.warmth import WarmMap
+    from colmena_fed.worker import WorkerReport
 
 
 class PlacementError(ValueError):
@@ -44,8 +48,9 @@ class Step(NamedTuple):
     ended: list[Result]
 
 
-#: A pending queue: tasks of one slot kind allowed on the same sites (None: any site).
-QueueKey = tuple[str, frozenset[str] | None]
+#: A pending queue: tasks of one slot kind allowed on the same sites (None: any site), with
+#: the same warm key (None: none, or warm placement off).
+QueueKey = tuple[str, frozenset[str] | None, str | None]
 
 
 class _Entry:
@@ -75,6 +80,7 @@ class Scheduler:
         locality: bool = False,
         streaming: Collection[str] | None = None,
         mpi: Mapping[str, MPISite] | None = None,
+        warmth: WarmMap | None = None,
     ) -> None:
         """Schedule over sites given as ``{site: {slot kind: slots}}``.
 
@@ -93,6 +99,9 @@ class Scheduler:
                 tasks with a resource specification (``task.resources.specification``, the
                 method's merged under it) run there, on as many nodes as it asks for; a task
                 with one runs nowhere else.
+            warmth: Where warm keys are held: a task with a warm key (``task.warm_key``) goes
+                where its key is warm, weighed against waiting (`colmena_fed.warmth`). None:
+                warm keys are not looked at.
         """
         prefetch = prefetch or {}
         self.reach = {name: frozenset(stores) for name, stores in (reach or {}).items()}
@@ -102,6 +111,7 @@ class Scheduler:
         self.observations = observations or Observations()
         self.policy: Policy = policy or Availability(self.observations)
         self.mpi = dict(mpi or {})
+        self.warmth = warmth
         self.sites = {
             name: SiteState(name, dict(slots), prefetch.get(name, 0))
             for name, slots in capacities.items()
@@ -118,6 +128,8 @@ class Scheduler:
         self._keys: dict[str, list[QueueKey]] = {}
         self._pending: dict[str, _Entry] = {}
         self._waiting: dict[str, int] = {}
+        #: Pending tasks in each queue of tasks with a warm key.
+        self._warm_backlog: dict[QueueKey, int] = {}
         self._superseding: dict[str, str] = {}
         self._deadlines: list[tuple[float, int, str]] = []
         self._counter = itertools.count()
@@ -258,6 +270,8 @@ class Scheduler:
             sites = self._near_first(task, self._online(slot, allowed))
             if self.mpi:
                 sites = self._with_room(task, sites, slot)
+            if self.warmth is not None and task.warm_key is not None:
+                sites = self.warmth.prefer(task, sites, slot, 1) or []
             choice = self.policy.choose(task, sites, 0) if _any_free(sites, slot) else None
             if choice is not None:
                 return Step([self._take(task, *choice)], ended)
@@ -320,6 +334,8 @@ class Scheduler:
         state.online, state.workers, state.suspended = online, workers, False
         if state.nodes_per_block is not None:
             state.managers = managers
+        if self.warmth is not None:
+            self.warmth.status(site, online, workers, managers)
         return self._fill_site(state)  # offline too: tasks waiting for it may go elsewhere
 
     def suspend(self, site: str) -> None:
@@ -334,11 +350,29 @@ class Scheduler:
         """Learn from a task that finished on a site."""
         self.observations.learn(task)
 
+    def learn_warm(self, site: str, method: str, report: WorkerReport, now: float) -> None:
+        """Learn what a worker of ``site`` holds warm from its report, before its slot is used."""
+        if self.warmth is not None:
+            self.warmth.learn(site, method, report, now)
+
     def next_deadline(self) -> float | None:
-        """When the earliest pending task with a ``max_wait`` expires, if any does."""
+        """When a pending task's ``max_wait`` expires or one stops waiting for a warm site."""
         while self._deadlines and self._deadlines[0][2] not in self._pending:
             heapq.heappop(self._deadlines)
-        return self._deadlines[0][0] if self._deadlines else None
+        deadline = self._deadlines[0][0] if self._deadlines else None
+        release = self.warmth.next_release() if self.warmth is not None else None
+        if release is None or (deadline is not None and deadline <= release):
+            return deadline
+        return release
+
+    def wake(self, now: float) -> list[Placement]:
+        """Forget the warm state of long idle sites; place tasks that waited long enough for one."""
+        if self.warmth is None:
+            return []
+        self.warmth.forget_idle(self.sites, now)
+        if not self.warmth.release_due(now):
+            return []
+        return [placed for slot in list(self._keys) for placed in self._fill(slot)]
 
     def expire(self, now: float) -> list[Result]:
         """Remove and return the pending tasks whose ``max_wait`` has passed."""
@@ -405,7 +439,10 @@ class Scheduler:
         return allowed
 
     def _enqueue(self, task: Result, allowed: frozenset[str] | None) -> None:
-        key: QueueKey = (task.slot or "", allowed)
+        warm_key = task.warm_key if self.warmth is not None else None
+        key: QueueKey = (task.slot or "", allowed, warm_key)
+        if warm_key is not None:
+            self._warm_backlog[key] = self._warm_backlog.get(key, 0) + 1
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = []
@@ -419,6 +456,10 @@ class Scheduler:
         entry.alive = False
         del self._pending[entry.task.task_id]
         self._waiting[entry.key[0]] -= 1
+        if entry.key[2] is not None:
+            self._warm_backlog[entry.key] -= 1
+            assert self.warmth is not None
+            self.warmth.drop(entry.task.task_id)
         supersede = entry.task.supersede
         if supersede is not None and self._superseding.get(supersede) == entry.task.task_id:
             del self._superseding[supersede]
@@ -455,6 +496,12 @@ class Scheduler:
                 sites = self._with_room(head.task, sites, slot)
             if head.task.attempts:
                 sites = _untried_first(head.task, sites, slot)
+            if head.key[2] is not None:
+                warmed = self._warm_sites(head, sites, slot, keys, blocked)
+                if warmed is None:  # it waits for a warm site: the others go on
+                    blocked.add(head.key)
+                    continue
+                sites = warmed
             try:
                 choice = self.policy.choose(head.task, sites, self._waiting[slot] - 1)
             except Exception as exc:  # that task cannot be placed: it must not block the rest
@@ -475,6 +522,40 @@ class Scheduler:
                 room.discard(site.name)
         self._forget_empty(slot)
         return placed
+
+    def _warm_sites(
+        self,
+        head: _Entry,
+        sites: list[SiteState],
+        slot: str,
+        keys: list[QueueKey],
+        blocked: set[QueueKey],
+    ) -> list[SiteState] | None:
+        """Where a task with a warm key should go now (None: it waits).
+
+        It gives way to a task of another key, of the same priority, that is warmer on the
+        free sites; else it goes to the warmest free sites, or waits for a busy warm one.
+        """
+        assert self.warmth is not None
+        free = [site for site in sites if site.free(slot) > 0]
+        others = [
+            (key[2], key[1])
+            for key in keys
+            if key[2] is not None
+            and key[2] != head.key[2]
+            and key not in blocked
+            and self._head_rank(key) == head.rank[0]
+        ]
+        if others and self.warmth.gives_way(head.task, free, slot, others):
+            return None
+        return self.warmth.prefer(head.task, sites, slot, self._warm_backlog[head.key])
+
+    def _head_rank(self, key: QueueKey) -> int | None:
+        """The priority rank of the first live task of queue ``key`` (None: it is empty)."""
+        queue = self._queues[key]
+        while queue and not queue[0][1].alive:
+            heapq.heappop(queue)
+        return queue[0][0][0] if queue else None
 
     def _with_room(self, task: Result, sites: list[SiteState], slot: str) -> list[SiteState]:
         """The sites with room for all the slots ``task`` takes there (its nodes: MPI sites)."""
@@ -516,10 +597,11 @@ class Scheduler:
         """Drop queues that emptied, except the common one, so scans stay short."""
         keys = self._keys[slot]
         if len(keys) > 1:
-            kept = [k for k in keys if k[1] is None or self._queues[k]]
+            kept = [k for k in keys if (k[1] is None and k[2] is None) or self._queues[k]]
             for key in keys:
                 if key not in kept:
                     del self._queues[key]
+                    self._warm_backlog.pop(key, None)
             self._keys[slot] = kept
 
     def _take(self, task: Result, site: SiteState, reason: str) -> Placement:
@@ -527,6 +609,8 @@ class Scheduler:
         units = self.units(task, site.name) if self.mpi else 1
         site.in_flight[slot] = site.in_flight.get(slot, 0) + units
         site.total_in_flight += 1
+        if self.warmth is not None:
+            self.warmth.placed(site.name, task.warm_key)
         task.site = site.name
         task.placement = sys.intern(reason)  # a few distinct reasons, shared by many records
         return Placement(task, site.name)

@@ -52,7 +52,9 @@ from colmena_fed.scheduler import Scheduler
 from colmena_fed.signals import SignalHold
 from colmena_fed.sites import SiteConfig, SitesConfig
 from colmena_fed.stream import StreamTarget
+from colmena_fed.warmth import WarmMap, forget_after
 from colmena_fed.worker import pack_method
+from colmena_fed.worker_cache import CacheBounds
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +140,7 @@ class TaskServer:
             locality=sites.data.locality,
             streaming={name for name, reached in channels.items() if reached},
             mpi=mpi_sites(sites),
+            warmth=WarmMap(forget_after(sites)) if settings.warm else None,
         )
         #: The stores that carry large inputs and results; None without a 'data:' section.
         self.data = DataPlane(sites.data, reach) if sites.data.stores else None
@@ -241,9 +244,17 @@ class TaskServer:
                 backend.start(self.run_dir / name, functools.partial(self.dispatcher.status, name))
                 results = self.data.result_policy(name) if self.data is not None else None
                 stream = self._stream_target(name, results)
+                warm = self.config.sites[name].warm
+                cache = CacheBounds(
+                    warm.max_items, None if warm.max_bytes is None else int(warm.max_bytes)
+                )
                 for method in self.methods.values():
                     packed = pack_method(
-                        method.function, method.name, results, stream if method.streams else None
+                        method.function,
+                        method.name,
+                        results,
+                        stream if method.streams else None,
+                        cache,
                     )
                     backend.register(method, packed)
             if recovering is not None:

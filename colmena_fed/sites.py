@@ -10,6 +10,7 @@ from uuid import UUID
 import yaml
 from pydantic import (
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     NonNegativeFloat,
@@ -72,6 +73,32 @@ class SimSiteConfig(BaseModel):
                 )
             previous_end = end
         return self
+
+
+class WarmConfig(BaseModel):
+    """What a site's workers keep warm between tasks, and how long the server counts on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_items: PositiveInt = Field(
+        default=2,
+        description="Objects each worker keeps; past it the least recently used is dropped.",
+    )
+    max_bytes: ByteSize | None = Field(
+        default=None,
+        description=(
+            "Bytes each worker keeps (of objects whose size is known: warm(..., nbytes=) or a "
+            "numpy array's own), e.g. '8GB'; None: no bound but max_items."
+        ),
+    )
+    forget_after: PositiveFloat | None = Field(
+        default=None,
+        description=(
+            "Seconds idle after which the task server no longer counts on the site's workers "
+            "being warm (its block may have ended). None: the endpoint YAML's engine "
+            "max_idletime for a local site, else Globus Compute's default, 120 s."
+        ),
+    )
 
 
 class SiteConfig(BaseModel):
@@ -141,6 +168,10 @@ class SiteConfig(BaseModel):
             "sites; a `local` site's is read from its endpoint YAML)."
         ),
     )
+    warm: WarmConfig = Field(
+        default_factory=WarmConfig,
+        description="What its workers keep warm between tasks (`colmena_fed.warm`).",
+    )
     batch_size: PositiveInt = Field(
         default=128,
         description=(
@@ -200,6 +231,13 @@ class SchedulerConfig(BaseModel):
             "None: 5 status periods."
         ),
     )
+    warm: bool = Field(
+        default=True,
+        description=(
+            "Send a task with a warm key (send_inputs(..., warm=key)) where its key is warm, "
+            "weighed against waiting; false: place it as any other task."
+        ),
+    )
 
     @property
     def staleness(self) -> float:
@@ -233,6 +271,14 @@ class SimConfig(BaseModel):
         description=(
             "Run time per method name, in seconds at speed 1.0; methods not listed take 1 s. "
             "SimWorld.set_work fixes one task's run time instead."
+        ),
+    )
+    loads: dict[str, LoadModel] = Field(
+        default_factory=dict,
+        description=(
+            "Time per method name that a task sent with a warm key spends loading it on a "
+            "worker that does not hold it (a miss), before its work; methods not listed load "
+            "in no time. Each worker holds its site's warm.max_items keys."
         ),
     )
     intermediates: dict[str, NonNegativeInt] = Field(

@@ -42,6 +42,7 @@ from colmena_fed.stream import (
     drain,
     streaming_into,
 )
+from colmena_fed.worker_cache import CacheBounds, WarmReport, begin_task, end_task
 
 if TYPE_CHECKING:
     from colmena_fed.data import ResultPolicy
@@ -79,6 +80,7 @@ class WorkerReport(NamedTuple):
     task_id: str | None = None
     intermediates: int | None = None
     shell: ShellOutput | None = None
+    warm: WarmReport | None = None
 
 
 _identity: tuple[str, int, str | None] | None = None
@@ -217,6 +219,7 @@ def run_packed(  # noqa: PLR0917 (positional: Globus Compute sends them so)
     packed: bytes,
     results: ResultPolicy | None,
     stream: StreamTarget | None,
+    cache: CacheBounds | None,
     task_id: str,
     attempt: int,
     walltime: float | None,
@@ -231,7 +234,8 @@ def run_packed(  # noqa: PLR0917 (positional: Globus Compute sends them so)
     (its intermediate results carry it, to ``stream``, for a streaming method). ``walltime``
     limits the call (see `run_method`). Input proxies are resolved first, so the method sees
     ordinary objects; with ``results``, a result larger than its threshold goes back as a
-    proxy. Returns the `WorkerReport` pickled, or as a plain tuple if the value cannot be
+    proxy. ``cache`` bounds what the worker keeps warm (`colmena_fed.warm`) for the site.
+    Returns the `WorkerReport` pickled, or as a plain tuple if the value cannot be
     pickled by the standard pickler (Globus Compute's dill-based serializer then takes it).
     """
     method = _unpacked.get(key)
@@ -246,10 +250,12 @@ def run_packed(  # noqa: PLR0917 (positional: Globus Compute sends them so)
         resolve_s = time.perf_counter() - started
     streamed = None if stream is None else TaskStream(stream, task_id, attempt)
     streaming_into(streamed)
+    begin_task(cache)
     try:
         report = run_method(method, walltime, *args, **kwargs)
     finally:
         streaming_into(None)
+        warmth = end_task()
     shell = None
     if type(report[1]) is ShellOutcome:  # a shell method: its output travels beside the value
         value, shell = report[1]
@@ -267,7 +273,7 @@ def run_packed(  # noqa: PLR0917 (positional: Globus Compute sends them so)
         _forget(proxy)
     if resolve_s is not None or (results is not None and report[0]):
         report = _with_data(report, resolve_s, results)
-    report = (*report, task_id, None if streamed is None else streamed.sent, shell)
+    report = (*report, task_id, None if streamed is None else streamed.sent, shell, warmth)
     try:
         return pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
@@ -328,11 +334,13 @@ def pack_method(
     name: str,
     results: ResultPolicy | None = None,
     stream: StreamTarget | None = None,
+    cache: CacheBounds | None = None,
 ) -> functools.partial[Any]:
     """What a site registers for ``function``: `run_packed` bound to it, under ``name``.
 
     ``results`` says how the site's workers send back results too large to travel inline;
-    ``stream`` where a streaming method's intermediate results go. Call it with the task's
+    ``stream`` where a streaming method's intermediate results go; ``cache`` how much the
+    site's workers keep warm. Call it with the task's
     id, attempt number and walltime (None: no limit) first, then the method's inputs.
     """
     try:
@@ -344,7 +352,7 @@ def pack_method(
             "clients) inside the method instead of at module level"
         ) from exc
     key = f"{name}-{hashlib.sha256(packed).hexdigest()[:16]}"
-    wrapper = functools.partial(run_packed, key, packed, results, stream)
+    wrapper = functools.partial(run_packed, key, packed, results, stream, cache)
     wrapper.__name__ = name  # type: ignore[attr-defined]
     return wrapper
 

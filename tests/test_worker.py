@@ -43,5 +43,5 @@ def test_a_worker_unpickles_each_method_once() -> None:
     key = wrapped.args[0]
     assert read_report(wrapped("t4", 1, None, 1)).value == 1
     # The same key with a broken pickle still runs: the method was kept from the first call.
-    report = read_report(run_packed(key, b"not a pickle", None, None, "t5", 1, None, 4, y=1))
+    report = read_report(run_packed(key, b"not a pickle", None, None, None, "t5", 1, None, 4, y=1))
     assert report.value == 5

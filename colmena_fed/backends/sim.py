@@ -5,6 +5,10 @@ each `SimBackend` is one site: workers per slot kind, a speed factor, a start-up
 trip latency and outages. Tasks do not run: each takes its work divided by the site's speed.
 A task's work is drawn once from its method's load model (a retry keeps it), or fixed
 beforehand with `SimWorld.set_work` so that runs under different policies get the same tasks.
+Each worker keeps what tasks load warm (`colmena_fed.warm`): a task sent with a warm key that
+its worker does not hold first spends its method's modelled load time (``sim: loads:``), and
+the worker then holds the key, up to its site's ``warm.max_items``. An arriving task takes a
+random idle worker, as an engine's worker pool would.
 A site that goes down loses what it held, as a real one would, and says so through its status.
 
 Drive it from the thread that owns the campaign: send the tasks, then `SimWorld.run`, which
@@ -21,7 +25,7 @@ import random
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ from colmena_fed.models import Result
 from colmena_fed.sites import LoadModel, SimConfig, SimSiteConfig
 from colmena_fed.stream import CHANNEL_UNREACHABLE, ChannelUnreachable, StreamTarget, TaskStream
 from colmena_fed.worker import WALLTIME_EXCEEDED, WorkerReport, walltime_message
+from colmena_fed.worker_cache import CacheBounds
 
 #: Run time of a method that has no load model, in seconds at speed 1.0.
 DEFAULT_WORK_S = 1.0
@@ -139,7 +144,20 @@ def _draw(model: LoadModel, rng: random.Random) -> float:
 class _Job:
     """One task at the site: what it needs, and where its outcome goes."""
 
-    __slots__ = ("attempt", "method", "on_done", "slot", "stream", "task_id", "walltime", "work")
+    __slots__ = (
+        "attempt",
+        "load",
+        "method",
+        "on_done",
+        "slot",
+        "stream",
+        "task_id",
+        "walltime",
+        "warm",
+        "warm_key",
+        "work",
+        "worker",
+    )
 
     def __init__(self, task: Result, slot: str, on_done: OutcomeCallback) -> None:
         self.task_id, self.method, self.slot, self.on_done = (
@@ -150,14 +168,20 @@ class _Job:
         )
         self.attempt = len(task.attempts)
         self.walltime = task.walltime
+        self.warm_key = task.warm_key
         self.work = 0.0
+        #: Seconds it loads its warm key first (0: warm, or none), once it has a worker.
+        self.load = 0.0
+        self.worker = 0
+        self.warm: tuple[tuple[tuple[str, bool, float], ...], tuple[str, ...]] | None = None
         #: Its intermediate results, once it runs (a streaming method), and what failed them.
         self.stream: tuple[TaskStream, list[str]] | None = None
 
     @property
     def runs(self) -> float:
-        """Seconds it holds its worker: its work, or its walltime if that is shorter."""
-        return self.work if self.walltime is None else min(self.work, self.walltime)
+        """Seconds it holds its worker: its load and work, or its walltime if that is shorter."""
+        busy = self.load + self.work
+        return busy if self.walltime is None else min(busy, self.walltime)
 
 
 class SimBackend:
@@ -174,7 +198,11 @@ class SimBackend:
         self.endpoint_id = str(uuid.uuid4())
         self._slots: dict[str, str] = {}
         self._streams: dict[str, StreamTarget] = {}  # of the streaming methods
-        self._idle: dict[str, int] = dict.fromkeys(config.workers, 0)
+        self._idle: dict[str, list[int]] = {kind: [] for kind in config.workers}
+        #: What each worker keeps warm, least recently used first.
+        self._caches: dict[int, OrderedDict[str, None]] = {}
+        self._max_items = 2
+        self._rng = random.Random(f"{world.config.seed}-{name}")
         self._queued: dict[str, deque[_Job]] = {kind: deque() for kind in config.workers}
         self._running: set[_Job] = set()  # by job: a retry may arrive while its lost twin runs
         self._up = False
@@ -188,7 +216,7 @@ class SimBackend:
         if self.config.startup > 0:
             self.world.at(self.config.startup, self._workers_arrive)
         else:
-            self._up, self._idle = True, dict(self.config.workers)
+            self._up, self._idle = True, self._all_workers()
         for begin, end in self.config.outages:
             self.world.at(begin, lambda: self._set_online(False))
             self.world.at(end, lambda: self._set_online(True))
@@ -204,6 +232,9 @@ class SimBackend:
         target = next((arg for arg in bound if isinstance(arg, StreamTarget)), None)
         if target is not None:
             self._streams[method.name] = target
+        bounds = next((arg for arg in bound if isinstance(arg, CacheBounds)), None)
+        if bounds is not None:
+            self._max_items = bounds.max_items
 
     def submit(self, task: Result, on_done: OutcomeCallback) -> None:
         """The task reaches the site after half the round trip, then waits for a worker."""
@@ -222,7 +253,7 @@ class SimBackend:
             return SiteStatus(
                 online=True,
                 workers=workers,
-                idle_workers=sum(self._idle.values()),
+                idle_workers=sum(len(idle) for idle in self._idle.values()),
                 pending_tasks=sum(len(q) for q in self._queued.values()),
                 outstanding_tasks=len(self._running) + sum(len(q) for q in self._queued.values()),
                 managers=1 if self._up else 0,
@@ -235,10 +266,18 @@ class SimBackend:
             for queue in self._queued.values():
                 queue.clear()
 
+    def _all_workers(self) -> dict[str, list[int]]:
+        """Every worker idle, numbered across the slot kinds."""
+        numbers = itertools.count()
+        return {
+            kind: [next(numbers) for _ in range(count)]
+            for kind, count in self.config.workers.items()
+        }
+
     def _workers_arrive(self) -> None:
         with self._lock:
             self._up = True
-            self._idle = dict(self.config.workers)
+            self._idle = self._all_workers()
         self._start_queued()
         self._on_status(self.status())
 
@@ -249,7 +288,8 @@ class SimBackend:
                 self._running.clear()
                 for queue in self._queued.values():
                     queue.clear()
-                self._idle = dict(self.config.workers) if self._up else self._idle
+                self._idle = self._all_workers() if self._up else self._idle
+                self._caches.clear()  # its workers went with it
         self._on_status(self.status())
 
     def _arrive(self, job: _Job) -> None:
@@ -263,13 +303,31 @@ class SimBackend:
     def _start_queued(self) -> None:
         with self._lock:
             for slot, queue in self._queued.items():
-                while queue and self._idle[slot] > 0:
+                idle = self._idle[slot]
+                while queue and idle:
                     job = queue.popleft()
-                    self._idle[slot] -= 1
+                    job.worker = idle.pop(self._rng.randrange(len(idle)))
+                    self._use_cache(job)
                     self._running.add(job)
                     finish = functools.partial(self._finish, job, self.world.elapsed)
                     self.world.after(job.runs, finish)
                     self._plan_stream(job)
+
+    def _use_cache(self, job: _Job) -> None:
+        """Load the job's warm key on its worker unless the worker holds it; note what it holds."""
+        cache = self._caches.setdefault(job.worker, OrderedDict())
+        key = job.warm_key
+        if key is not None:
+            hit = key in cache
+            model = self.world.config.loads.get(job.method)
+            job.load = 0.0 if hit or model is None else _draw(model, self._rng)
+            cache[key] = None
+            cache.move_to_end(key)
+            while len(cache) > self._max_items:
+                cache.popitem(last=False)
+            job.warm = ((key, hit, job.load),), tuple(cache)
+        elif cache:
+            job.warm = (), tuple(cache)
 
     def _plan_stream(self, job: _Job) -> None:
         """Send a streaming job's modelled intermediate results at even intervals of its run."""
@@ -279,7 +337,7 @@ class SimBackend:
             return
         job.stream = (TaskStream(target, job.task_id, job.attempt), [])
         for i in range(count):
-            when = job.work * (i + 1) / (count + 1)
+            when = job.load + job.work * (i + 1) / (count + 1)
             if when < job.runs:
                 self.world.after(when, functools.partial(self._send, job))
 
@@ -297,9 +355,9 @@ class SimBackend:
             if job not in self._running:
                 return  # lost in an outage
             self._running.remove(job)
-            self._idle[job.slot] += 1
+            self._idle[job.slot].append(job.worker)
         epoch = self.world.now() - self.world.elapsed
-        finished = job.runs == job.work
+        finished = job.runs == job.load + job.work
         failure = (
             (None, None)
             if finished
@@ -324,9 +382,10 @@ class SimBackend:
             epoch + started,
             epoch + started + job.runs,
             self.name,
-            0,
+            job.worker,
             None,
             intermediates=sent,
+            warm=job.warm,
         )
         self.world.after(self.config.latency / 2, lambda: job.on_done(report))
         self._start_queued()

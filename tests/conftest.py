@@ -19,7 +19,7 @@ import psutil
 import pytest
 import redis
 from globus_compute_sdk.sdk import executor as sdk_executor
-from sample_methods import accelerator, add, blob, die, double, fail, nap
+from sample_methods import accelerator, add, blob, die, double, fail, nap, warm_model
 
 from colmena_fed import Method, Result, SitesConfig, TaskQueues, TaskServer
 from colmena_fed.exceptions import TimeoutException
@@ -203,6 +203,7 @@ METHODS: list[MethodLike] = [
     nap,
     Method(nap, slot="gpu", name="gpu_nap"),
     Method(accelerator, slot="gpu"),
+    Method(warm_model, slot="gpu"),
 ]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from proxystore.factory import SimpleFactory
 from proxystore.proxy import Proxy
 
-from colmena_fed import emit
+from colmena_fed import emit, warm
 
 
 def double(x: int) -> int:
@@ -38,6 +38,16 @@ def accelerator() -> str | None:
 
 def die() -> None:
     os._exit(3)
+
+
+def _slow_model(key: str, seconds: float) -> str:
+    time.sleep(seconds)
+    return f"model {key} of worker {os.getpid()}"
+
+
+def warm_model(key: str, load_s: float) -> str:
+    """The model ``key``, loaded in ``load_s`` seconds unless this worker holds it already."""
+    return warm(key, lambda: _slow_model(key, load_s))
 
 
 def blob(megabytes: int) -> bytes:

@@ -46,6 +46,7 @@ def test_demo_campaign_runs_on_both_sites_and_trains_on_the_gpu_site(tmp_path: P
     out, summary = run.stdout.split("Sites, per slot kind")  # the live view, then the summary
     assert "simulations: 48" in out
     assert "on site gpu-site (accelerator 0)" in out
+    assert "from a warm start" in out  # retrains found the state the first one kept
     assert "on site cpu-site" not in out
     rows = {line.split()[1]: line for line in out.splitlines() if "-site" in line and "│" in line}
     assert "simulate x48" in rows["cpu-site"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -320,3 +321,20 @@ def test_on_real_sites_a_model_loads_once_per_worker_and_tasks_follow_it(
     again = one(queues, "m1", site="b")
     assert again.warm is not None
     assert (again.warm.hit, again.warm.held) == (False, ["m1"])
+
+
+def test_a_globus_sites_worker_keeps_what_it_loaded_as_a_local_sites_does(
+    queues: TaskQueues,
+) -> None:
+    key = f"model-{uuid.uuid4().hex[:8]}"  # the federation outlives each test: a fresh key
+    results = []
+    for _ in range(2):
+        queues.send_inputs(key, 0.5, method="warm_model", warm=key)
+        results.append(queues.get_result(timeout=120))
+    first, second = (r.warm for r in results)
+    assert first is not None
+    assert second is not None
+    assert (first.hit, second.hit) == (False, True)
+    assert first.load_s >= 0.5
+    assert second.load_s == 0.0
+    assert results[0].value == results[1].value  # the very object the first task loaded

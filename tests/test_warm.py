@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,11 @@ from colmena_fed.worker_cache import CacheBounds, WarmCache
 ENDPOINTS = Path(__file__).resolve().parent.parent / "endpoints"
 
 LOAD_S = 1.0
+
+
+def crash() -> None:
+    """Kill this worker process, as an out-of-memory kill would."""
+    os._exit(9)
 
 
 def load(key: str, seconds: float) -> str:
@@ -287,7 +293,10 @@ def two_local_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaskQu
     )
     queues = TaskQueues()
     with TaskServer(
-        queues, config, [Method(infer, slot="gpu")], run_dir=tmp_path_factory.mktemp("warm")
+        queues,
+        config,
+        [Method(infer, slot="gpu"), Method(crash, slot="gpu")],
+        run_dir=tmp_path_factory.mktemp("warm"),
     ):
         yield queues
 
@@ -338,3 +347,18 @@ def test_a_globus_sites_worker_keeps_what_it_loaded_as_a_local_sites_does(
     assert first.load_s >= 0.5
     assert second.load_s == 0.0
     assert results[0].value == results[1].value  # the very object the first task loaded
+
+
+def test_on_a_real_site_a_new_worker_starts_cold(two_local_sites: TaskQueues) -> None:
+    queues = two_local_sites
+    before = one(queues, "m3", site="a")
+    queues.send_inputs(method="crash", site="a", max_retries=0)
+    lost = queues.get_result(timeout=120)
+    assert lost.failure is not None
+    assert lost.failure.kind == "system"
+    after = one(queues, "m3", site="a")  # the engine started another worker
+    assert before.worker is not None
+    assert after.worker is not None
+    assert after.worker.pid != before.worker.pid
+    assert after.warm is not None
+    assert not after.warm.hit

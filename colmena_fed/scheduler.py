@@ -271,7 +271,8 @@ class Scheduler:
             if self.mpi:
                 sites = self._with_room(task, sites, slot)
             if self.warmth is not None and task.warm_key is not None:
-                sites = self.warmth.prefer(task, sites, slot, 1) or []
+                queue = (slot, allowed, task.warm_key)
+                sites = self.warmth.prefer(task, sites, slot, queue, 1) or []
             choice = self.policy.choose(task, sites, 0) if _any_free(sites, slot) else None
             if choice is not None:
                 return Step([self._take(task, *choice)], ended)
@@ -458,8 +459,9 @@ class Scheduler:
         self._waiting[entry.key[0]] -= 1
         if entry.key[2] is not None:
             self._warm_backlog[entry.key] -= 1
-            assert self.warmth is not None
-            self.warmth.drop(entry.task.task_id)
+            if not self._warm_backlog[entry.key]:
+                assert self.warmth is not None
+                self.warmth.drop(entry.key)
         supersede = entry.task.supersede
         if supersede is not None and self._superseding.get(supersede) == entry.task.task_id:
             del self._superseding[supersede]
@@ -546,9 +548,10 @@ class Scheduler:
             and key not in blocked
             and self._head_rank(key) == head.rank[0]
         ]
-        if others and self.warmth.gives_way(head.task, free, slot, others):
+        if others and self.warmth.gives_way(head.task, free, slot, head.key, others):
             return None
-        return self.warmth.prefer(head.task, sites, slot, self._warm_backlog[head.key])
+        backlog = self._warm_backlog[head.key]
+        return self.warmth.prefer(head.task, sites, slot, head.key, backlog)
 
     def _head_rank(self, key: QueueKey) -> int | None:
         """The priority rank of the first live task of queue ``key`` (None: it is empty)."""

@@ -235,7 +235,12 @@ class TaskServer:
             if self.resume:
                 recovering = _in_background(functools.partial(recover, journal))
         if self.world is not None:
-            self.world.begin(self.dispatcher.tick, lambda: self.dispatcher.read(lambda: None))
+            dispatcher = self.dispatcher
+            self.world.begin(
+                dispatcher.tick,
+                lambda: dispatcher.read(lambda: None),
+                lambda: dispatcher.read(dispatcher.scheduler.next_deadline),
+            )
         try:
             if self.data is not None:
                 self.data.start()

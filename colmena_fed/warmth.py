@@ -17,7 +17,7 @@ load time: a warm site busy for an hour loses to a cold one free now.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import yaml
@@ -112,8 +112,8 @@ class WarmMap:
         self._load: dict[str, float] = {}
         self._method_load: dict[str, float] = {}
         self._work: dict[str, float] = {}
-        self._holds: dict[str, float] = {}
-        self._released: set[str] = set()
+        self._holds: dict[Hashable, float] = {}
+        self._released: set[Hashable] = set()
 
     def learn(self, name: str, method: str, report: WorkerReport, now: float) -> None:
         """Learn from a task's report what its worker holds now and what its loads took."""
@@ -194,11 +194,14 @@ class WarmMap:
         return self._method_load.get(method) if load is None else load
 
     def prefer(
-        self, task: Result, sites: Sequence[SiteState], slot: str, backlog: int
+        self, task: Result, sites: Sequence[SiteState], slot: str, queue: Hashable, backlog: int
     ) -> list[SiteState] | None:
         """The sites among ``sites`` to place ``task`` (its ``warm_key`` set) on; None: wait.
 
-        ``backlog`` counts the pending tasks with its key, itself included.
+        ``queue`` names the scheduler's queue it heads, and ``backlog`` counts the tasks in
+        it, itself included. The tasks of a queue wait together: once its head has waited as
+        long as a load would take, the whole queue goes wherever is free, until one of its
+        tasks finds a warm slot free again (the next one then may wait one load again).
         """
         key = task.warm_key
         assert key is not None
@@ -207,9 +210,10 @@ class WarmMap:
             return list(sites)
         warmth = {site.name: self.free_fraction(site, key, slot) for site in free}
         best = max(warmth.values())
-        if best < 1.0 and self._waits(task, sites, slot, best, backlog):
+        if best < 1.0 and self._waits(task, sites, slot, queue=queue, best=best, backlog=backlog):
             return None
-        self._holds.pop(task.task_id, None)
+        if best > 0.0:
+            self.drop(queue)
         warmest = [site for site in free if warmth[site.name] == best]
         return self._least_held(warmest, key) if len(warmest) > 1 else warmest
 
@@ -218,6 +222,7 @@ class WarmMap:
         task: Result,
         free: Sequence[SiteState],
         slot: str,
+        queue: Hashable,
         others: Sequence[tuple[str, frozenset[str] | None]],
     ) -> bool:
         """Whether ``task`` lets another key's task take the free slots warm first.
@@ -230,7 +235,7 @@ class WarmMap:
         key = task.warm_key
         assert key is not None
         load = self.load_time(key, task.method)
-        if load is None or not free or task.task_id in self._released:
+        if load is None or not free or queue in self._released:
             return False
         best = max(self.free_fraction(site, key, slot) for site in free)
         if best >= 1.0:
@@ -241,10 +246,17 @@ class WarmMap:
             for site in free
             if allowed is None or site.name in allowed
         )
-        return warmer and self._hold(task.task_id, (1.0 - best) * load)
+        return warmer and self._hold(queue, (1.0 - best) * load)
 
     def _waits(
-        self, task: Result, sites: Sequence[SiteState], slot: str, best: float, backlog: int
+        self,
+        task: Result,
+        sites: Sequence[SiteState],
+        slot: str,
+        *,
+        queue: Hashable,
+        best: float,
+        backlog: int,
     ) -> bool:
         """Whether ``task`` should wait for busy sites warmer than the best free one.
 
@@ -253,7 +265,7 @@ class WarmMap:
         """
         key, work = task.warm_key, self._work.get(task.method)
         load = self.load_time(key or "", task.method)
-        if work is None or load is None or task.task_id in self._released:
+        if work is None or load is None or queue in self._released:
             return False
         warm_slots = 0.0
         for site in sites:
@@ -264,15 +276,19 @@ class WarmMap:
         cost_now = (1.0 - best) * load
         if warm_slots <= 0 or work * backlog / warm_slots >= cost_now:
             return False
-        return self._hold(task.task_id, cost_now)
+        return self._hold(queue, cost_now)
 
-    def _hold(self, task_id: str, longest: float) -> bool:
-        """Keep ``task_id`` waiting, ``longest`` seconds from when it first waited at most."""
+    def _hold(self, queue: Hashable, longest: float) -> bool:
+        """Keep ``queue`` waiting, at most ``longest`` seconds from when it first waited.
+
+        The clock is the queue's, not its head's: the tasks of a backlog then wait one load
+        in all, not one load per task before them.
+        """
         now = clock.now()
-        until = self._holds.setdefault(task_id, now + longest)
+        until = self._holds.setdefault(queue, now + longest)
         if now < until:
             return True
-        self.release(task_id)
+        self.release(queue)
         return False
 
     def _least_held(self, sites: list[SiteState], key: str) -> list[SiteState]:
@@ -289,15 +305,15 @@ class WarmMap:
         fewest = min(others(site) for site in sites)
         return [site for site in sites if others(site) == fewest]
 
-    def release(self, task_id: str) -> None:
-        """``task_id`` waited as long as it may: it is placed wherever is free from now on."""
-        self._holds.pop(task_id, None)
-        self._released.add(task_id)
+    def release(self, queue: Hashable) -> None:
+        """``queue`` waited as long as it may: its tasks go wherever is free from now on."""
+        self._holds.pop(queue, None)
+        self._released.add(queue)
 
-    def drop(self, task_id: str) -> None:
-        """``task_id`` left the queue."""
-        self._holds.pop(task_id, None)
-        self._released.discard(task_id)
+    def drop(self, queue: Hashable) -> None:
+        """``queue`` emptied, or found a warm slot: its next head may wait for one again."""
+        self._holds.pop(queue, None)
+        self._released.discard(queue)
 
     def next_release(self) -> float | None:
         """When the first task waiting for a warm site stops waiting, if one waits."""
@@ -305,9 +321,9 @@ class WarmMap:
 
     def release_due(self, now: float) -> bool:
         """Release the tasks that waited long enough; whether there were any."""
-        due = [task_id for task_id, until in self._holds.items() if until <= now]
-        for task_id in due:
-            self.release(task_id)
+        due = [queue for queue, until in self._holds.items() if until <= now]
+        for queue in due:
+            self.release(queue)
         return bool(due)
 
 

@@ -358,6 +358,6 @@ def pack_method(
 
 
 def read_report(data: Any) -> WorkerReport:
-    """The `WorkerReport` in what `run_packed` returned (once Globus Compute unpacked it)."""
+    """The `WorkerReport` in what `run_packed` or `run_method` returned (missing fields default)."""
     fields = pickle.loads(data) if isinstance(data, bytes) else data
-    return WorkerReport._make(fields)
+    return WorkerReport(*fields)

@@ -54,12 +54,16 @@ class WarmCache:
         self._bytes = 0
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+        self._mine = threading.local()  # the keys this thread's loaders are loading
 
     def get(self, key: str, loader: Callable[[], T], nbytes: int | None) -> tuple[T, Use]:
         """The object under ``key`` (loaded by ``loader`` on a miss) and how it was found.
 
         Two threads asking for one key at once load it once; a loader that raises leaves
         nothing behind.
+
+        Raises:
+            RuntimeError: ``loader`` itself asked for ``key`` (it would wait on itself).
         """
         with self._lock:
             entry = self._entries.get(key)
@@ -67,6 +71,11 @@ class WarmCache:
                 self._entries.move_to_end(key)
                 return entry.value, (key, True, 0.0)
             loading = self._loading.setdefault(key, threading.Lock())
+        mine: set[str] | None = getattr(self._mine, "keys", None)
+        if mine is None:
+            mine = self._mine.keys = set()
+        if key in mine:
+            raise RuntimeError(f"warm({key!r}): its loader asked for {key!r} again")
         with loading:
             with self._lock:
                 entry = self._entries.get(key)
@@ -74,16 +83,21 @@ class WarmCache:
                     self._entries.move_to_end(key)
                     return entry.value, (key, True, 0.0)
             started = time.perf_counter()
+            mine.add(key)
             try:
                 value = loader()
-            finally:
+            except BaseException:
                 with self._lock:
                     self._loading.pop(key, None)
+                raise
+            finally:
+                mine.discard(key)
             load_s = time.perf_counter() - started
             size = nbytes if nbytes is not None else _known_size(value)
-            with self._lock:
+            with self._lock:  # kept before the key stops loading: no thread loads it twice
                 self._entries[key] = _Entry(value, size)
                 self._bytes += size
+                self._loading.pop(key, None)
                 self._evict(keep=key)
         return value, (key, False, load_s)
 

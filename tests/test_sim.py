@@ -16,8 +16,10 @@ from colmena_fed import (
     TaskQueues,
     TaskServer,
 )
+from colmena_fed.backends.sim import SimWorld
 from colmena_fed.methods import MethodLike
 from colmena_fed.policies import POLICY_NAMES
+from colmena_fed.sites import SimConfig
 
 
 def simulate(x: int) -> int:
@@ -153,6 +155,28 @@ def test_max_wait_and_supersede_reach_the_thinker_in_virtual_time() -> None:
     assert results[newer].timestamps.dispatched == pytest.approx(
         results[running].timestamps.created + 10
     )
+
+
+def test_virtual_time_stops_at_the_task_servers_own_deadlines_between_events() -> None:
+    world = SimWorld(SimConfig())
+    deadlines = [7.0, 12.0]
+    woken: list[float] = []
+
+    def tick() -> None:
+        woken.append(world.elapsed)
+        while deadlines and deadlines[0] <= world.elapsed:
+            deadlines.pop(0)
+
+    def deadline() -> float | None:  # on the clock: the virtual epoch plus elapsed seconds
+        return world.now() - world.elapsed + deadlines[0] if deadlines else None
+
+    world.begin(tick, deadline=deadline)
+    try:
+        world.at(10.0, lambda: None)
+        assert world.run() == 12.0
+    finally:
+        world.end()
+    assert woken == [7.0, 10.0, 12.0], "a held task moves on at its deadline, not the next event"
 
 
 def test_a_resource_counter_follows_the_federations_gpu_capacity() -> None:

@@ -66,7 +66,7 @@ def test_a_walltime_that_is_not_positive_is_refused(walltime: float) -> None:
 RACES = """
 import sys, time
 from colmena_fed.worker import KILL_GRACE_S, run_method, read_report
-reports = [(*run_method(time.sleep, 1e-4, 0.0002), None, None, None) for _ in range(300)]
+reports = [run_method(time.sleep, 1e-4, 0.0002) for _ in range(300)]
 failed = [read_report(report).success for report in reports]
 time.sleep(KILL_GRACE_S + 1)
 print(sum(failed), "succeeded")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -134,6 +135,21 @@ def test_a_task_waits_for_a_busy_warm_site_but_no_longer_than_its_load(moved: Cl
     assert [p.site for p in scheduler.wake(moved.now)] == ["a"]
 
 
+def test_tasks_queued_for_a_busy_warm_site_each_wait_at_most_one_load(moved: Clock) -> None:
+    scheduler = Scheduler(
+        {"a": {"gpu": 2}, "b": {"gpu": 1}}, warmth=WarmMap({"a": None, "b": None})
+    )
+    first = warm_task("m1", resources=ResourceRequest(site="b"))
+    scheduler.submit(first)
+    finish(scheduler, first, 0, ("m1",), load_s=30.0)
+    scheduler.submit(warm_task("m1"))  # 'b' is busy with it
+    waiting = [warm_task("m1") for _ in range(2)]
+    assert [p for t in waiting for p in scheduler.submit(t).placed] == []
+    moved.now += 31.0
+    # Both were sent 31 s ago: the second waited no longer for being behind the first.
+    assert [p.site for p in scheduler.wake(moved.now)] == ["a", "a"]
+
+
 def test_a_long_backlog_behind_a_busy_warm_site_loads_on_a_free_cold_one(moved: Clock) -> None:
     scheduler = two_sites()
     first = warm_task("m1", resources=ResourceRequest(site="b"))
@@ -206,6 +222,55 @@ def test_a_workers_cache_is_bounded_by_count_and_bytes() -> None:
     assert cache.held() == ("big",)
     value, (key, hit, _) = cache.get("big", lambda: "reloaded", None)
     assert (value, hit) == ("big", True)
+
+
+class _Sized:
+    """A loaded object whose size is read slowly: while it is, a second thread asks for it."""
+
+    def __init__(self, reading: threading.Event, asked: threading.Event) -> None:
+        self.reading, self.asked = reading, asked
+
+    @property
+    def nbytes(self) -> int:
+        self.reading.set()
+        self.asked.wait(0.5)  # the second thread's own load would end this wait at once
+        return 10
+
+
+def test_a_key_being_kept_is_not_loaded_again_by_another_thread() -> None:
+    cache = WarmCache(CacheBounds(max_items=2))
+    reading, asked = threading.Event(), threading.Event()
+    loads: list[str] = []
+
+    def load_again() -> None:
+        loads.append("second")
+        asked.set()
+
+    def second() -> None:
+        reading.wait(10)
+        cache.get("m", load_again, None)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    first, (_, hit, _) = cache.get("m", lambda: _Sized(reading, asked), None)
+    thread.join(10)
+    assert (loads, hit) == ([], False), "the second thread found the first one's load"
+    assert cache.held() == ("m",)
+    assert cache.get("m", str, None)[0] is first
+
+
+def test_a_loader_that_raises_or_asks_for_its_own_key_leaves_nothing_behind() -> None:
+    cache = WarmCache(CacheBounds())
+
+    def broken() -> str:
+        raise OSError("no such checkpoint")
+
+    with pytest.raises(OSError, match="checkpoint"):
+        cache.get("m", broken, None)
+    with pytest.raises(RuntimeError, match="its loader asked for 'm' again"):
+        cache.get("m", lambda: cache.get("m", str, None)[0], None)
+    assert cache.held() == ()
+    assert cache.get("m", lambda: "loaded", None)[0] == "loaded"
 
 
 # --- the sim backend: loads in virtual time ------------------------------------------------

@@ -58,24 +58,30 @@ class SimWorld:
         self._work: dict[str, float] = {}
         self._before_event: Callable[[], None] = lambda: None
         self._settle: Callable[[], None] = lambda: None
+        self._deadline: Callable[[], float | None] = lambda: None
 
     def now(self) -> float:
         """Virtual time, as seconds since the epoch."""
         return self._epoch + self.elapsed
 
     def begin(
-        self, before_event: Callable[[], None], settle: Callable[[], None] = lambda: None
+        self,
+        before_event: Callable[[], None],
+        settle: Callable[[], None] = lambda: None,
+        deadline: Callable[[], float | None] = lambda: None,
     ) -> None:
         """Install the virtual clock; ``before_event`` runs each time virtual time moves.
 
         ``settle`` returns once the task server has applied what was posted so far (another
         thread, such as a channel's reader, may be applying this thread's events, and their
-        effects add events here).
+        effects add events here). ``deadline`` is the next time (on the clock) the task server
+        acts on its own, such as a ``max_wait`` expiring: time stops there too.
         """
         self._epoch = time.time()
         self.elapsed = 0.0
         self._before_event = before_event
         self._settle = settle
+        self._deadline = deadline
         clock.install(self.now)
 
     def end(self) -> None:
@@ -92,11 +98,18 @@ class SimWorld:
         self.at(self.elapsed + delay, action)
 
     def run(self, until: float | None = None) -> float:
-        """Process events in time order until none is left (or ``until``); returns the time."""
+        """Process events in time order until none is left (or ``until``); returns the time.
+
+        Time also stops at the task server's own deadlines between events, so that a task
+        held until then moves on when it is due, not at whatever event comes next.
+        """
         while True:
+            wake = self._wake_at(until)
             action: Callable[[], None] | None = None
             with self._lock:
-                if self._events and (until is None or self._events[0][0] <= until):
+                if wake is not None:
+                    when = wake
+                elif self._events and (until is None or self._events[0][0] <= until):
                     when, _, action = heapq.heappop(self._events)
                 else:
                     when = self.elapsed if until is None else max(until, self.elapsed)
@@ -104,14 +117,28 @@ class SimWorld:
                 self.elapsed = when
             if moved:
                 self._before_event()
-            if action is None:
-                self._settle()
-                with self._lock:
-                    due = self._events and (until is None or self._events[0][0] <= until)
-                if not due:
-                    return self.elapsed
+            if action is not None:
+                action()
                 continue
-            action()
+            self._settle()
+            if wake is not None:
+                continue
+            with self._lock:
+                due = self._events and (until is None or self._events[0][0] <= until)
+            if not due:
+                return self.elapsed
+
+    def _wake_at(self, until: float | None) -> float | None:
+        """The task server's next deadline, if it comes later than now and before any event."""
+        deadline = self._deadline()
+        if deadline is None:
+            return None
+        at = deadline - self._epoch
+        with self._lock:
+            first = self._events[0][0] if self._events else math.inf
+            if at <= self.elapsed or at >= first or (until is not None and at > until):
+                return None
+        return at
 
     def set_work(self, task_id: str, seconds: float) -> None:
         """Fix how long task ``task_id`` runs at speed 1.0 (before it reaches a site)."""

@@ -271,7 +271,7 @@ class Scheduler:
             if self.mpi:
                 sites = self._with_room(task, sites, slot)
             if self.warmth is not None and task.warm_key is not None:
-                queue = (slot, allowed, task.warm_key)
+                queue = self._queue_key(task, allowed)
                 sites = self.warmth.prefer(task, sites, slot, queue, 1) or []
             choice = self.policy.choose(task, sites, 0) if _any_free(sites, slot) else None
             if choice is not None:
@@ -439,10 +439,13 @@ class Scheduler:
             allowed = frozenset(site.name for site in candidates)
         return allowed
 
+    def _queue_key(self, task: Result, allowed: frozenset[str] | None) -> QueueKey:
+        """The queue ``task`` waits in: its slot kind, the sites allowed, its warm key."""
+        return (task.slot or "", allowed, task.warm_key if self.warmth is not None else None)
+
     def _enqueue(self, task: Result, allowed: frozenset[str] | None) -> None:
-        warm_key = task.warm_key if self.warmth is not None else None
-        key: QueueKey = (task.slot or "", allowed, warm_key)
-        if warm_key is not None:
+        key = self._queue_key(task, allowed)
+        if key[2] is not None:
             self._warm_backlog[key] = self._warm_backlog.get(key, 0) + 1
         queue = self._queues.get(key)
         if queue is None:

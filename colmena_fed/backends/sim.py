@@ -129,15 +129,20 @@ class SimWorld:
                 return self.elapsed
 
     def _wake_at(self, until: float | None) -> float | None:
-        """The task server's next deadline, if it comes later than now and before any event."""
+        """The task server's next deadline, if it comes later than now and before any event.
+
+        Asked only when time is about to move: events due now need no deadline.
+        """
+        with self._lock:
+            first = self._events[0][0] if self._events else math.inf
+        if first <= self.elapsed:
+            return None
         deadline = self._deadline()
         if deadline is None:
             return None
         at = deadline - self._epoch
-        with self._lock:
-            first = self._events[0][0] if self._events else math.inf
-            if at <= self.elapsed or at >= first or (until is not None and at > until):
-                return None
+        if at <= self.elapsed or at >= first or (until is not None and at > until):
+            return None
         return at
 
     def set_work(self, task_id: str, seconds: float) -> None:

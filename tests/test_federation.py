@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from typing import Any
 
 import pytest
@@ -213,6 +214,29 @@ def test_inputs_that_cannot_be_serialized_are_rejected_naming_the_task(
     # Refused on arrival: the run journal cannot write them down either.
     assert f"cannot serialize the inputs of task {task_id} (double)" in result.failure.message
     assert result.failure.exception_type == "UnjournaledInputs"
+
+
+class Offset:
+    """A class of the thinker's own script: it exists in ``__main__`` there, not at a worker."""
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+
+    def __add__(self, other: int) -> int:
+        return self.base + other
+
+
+def test_an_input_of_a_class_defined_in_the_thinkers_script_reaches_the_worker(
+    queues: TaskQueues, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Defined in __main__, it must travel by value (dill), not by name (a worker has no such
+    # name): the C pickler that writes plain inputs would write it by name.
+    monkeypatch.setattr(Offset, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "Offset", Offset, raising=False)
+    queues.send_inputs(Offset(40), method="add", topic="simulate", input_kwargs={"y": 2})
+    (result,) = take(queues, "simulate", 1)
+    assert result.success, result.failure
+    assert result.value == 42
 
 
 def test_a_result_too_large_to_return_fails_once_without_retries(queues: TaskQueues) -> None:

@@ -28,7 +28,6 @@ from globus_compute_sdk import Client, Executor
 from globus_compute_sdk.errors import TaskExecutionFailed
 from globus_compute_sdk.sdk import executor as sdk_executor
 from globus_compute_sdk.sdk.auth.globus_app import get_globus_app
-from globus_compute_sdk.serialize import ComputeSerializer
 
 from colmena_fed.backends import (
     PAYLOAD_LIMIT_BYTES,
@@ -38,6 +37,7 @@ from colmena_fed.backends import (
     last_line,
 )
 from colmena_fed.backends.reattach import Claim, reattach
+from colmena_fed.backends.serializer import FastSerializer
 from colmena_fed.errors import ConfigError, SiteError
 from colmena_fed.large import small
 from colmena_fed.methods import Method
@@ -63,7 +63,7 @@ def make_client(config: GlobusConfig, *, retries: bool = True) -> Client:
     ``GLOBUS_COMPUTE_CLIENT_ID``/``GLOBUS_COMPUTE_CLIENT_SECRET``; it refuses to start an
     interactive login from inside a campaign. ``testbed`` talks to the local stand-in with the
     token it keeps in its directory. Without ``retries`` each request is tried once, with a
-    short timeout.
+    short timeout. Task inputs are serialized by `FastSerializer`.
     """
     if config.service == "testbed":
         client = Client(
@@ -71,12 +71,14 @@ def make_client(config: GlobusConfig, *, retries: bool = True) -> Client:
             authorizer=globus_sdk.AccessTokenAuthorizer(read_token(config.testbed_dir)),
             do_version_check=False,
         )
+        client.fx_serializer = FastSerializer()
         return client if retries else _without_retries(client)
     try:
         app = get_globus_app()
     except ValueError as exc:  # one of the two service-account variables only
         raise ConfigError(f"globus: {exc}") from exc
     client = Client(app=app, do_version_check=False)
+    client.fx_serializer = FastSerializer()
     if isinstance(app, globus_sdk.UserApp) and app.login_required():
         raise ConfigError(
             "globus: not logged in to Globus Compute on this machine; run "
@@ -315,7 +317,7 @@ class GlobusBackend:
             return None, None
         where = f"task {task.task_id} ({task.method})"
         try:
-            size = len(ComputeSerializer().serialize((task.args, dict(task.kwargs))))
+            size = len(FastSerializer().serialize((task.args, dict(task.kwargs))))
         except Exception as exc:
             message = f"cannot serialize the inputs of {where}: {exc}"
             return SiteError(self.name, "SerializationError", message, kind="rejected"), None

@@ -18,7 +18,6 @@ from globus_compute_common import messagepack
 from globus_compute_common.messagepack.message_types import Result as GCResult
 from globus_compute_common.messagepack.message_types import Task
 from globus_compute_endpoint.engines.base import GCFuture, GlobusComputeEngineBase
-from globus_compute_sdk.serialize import ComputeSerializer
 
 from colmena_fed.backends import (
     PAYLOAD_LIMIT_BYTES,
@@ -38,6 +37,7 @@ from colmena_fed.backends.engine import (
     load_engine,
     prepare_worker_environment,
 )
+from colmena_fed.backends.serializer import FastSerializer
 from colmena_fed.errors import ConfigError, SiteError
 from colmena_fed.methods import Method
 from colmena_fed.models import Result
@@ -73,7 +73,7 @@ class LocalBackend:
         self.variables = dict(variables or {})
         self.specification = dict(specification or {})
         self.endpoint_id = str(uuid.uuid4())
-        self._serializer = ComputeSerializer()
+        self._serializer = FastSerializer()
         self._functions: dict[str, str] = {}
         self._no_kwargs = self._serializer.serialize({})
         self._engine: GlobusComputeEngineBase | None = None

@@ -52,6 +52,9 @@ _SMALL_BYTES = 64_000
 #: HTTP statuses that mean the service itself is unwell (worth a retry elsewhere or later).
 _SERVICE_UNWELL = frozenset({500, 502, 503, 504})
 
+#: Serializes inputs as the site's client does, to measure them before they are sent.
+_SIZER = FastSerializer()
+
 #: Seconds a status poll may wait for the service's answer.
 STATUS_TIMEOUT_S = 10.0
 
@@ -71,20 +74,19 @@ def make_client(config: GlobusConfig, *, retries: bool = True) -> Client:
             authorizer=globus_sdk.AccessTokenAuthorizer(read_token(config.testbed_dir)),
             do_version_check=False,
         )
-        client.fx_serializer = FastSerializer()
-        return client if retries else _without_retries(client)
-    try:
-        app = get_globus_app()
-    except ValueError as exc:  # one of the two service-account variables only
-        raise ConfigError(f"globus: {exc}") from exc
-    client = Client(app=app, do_version_check=False)
+    else:
+        try:
+            app = get_globus_app()
+        except ValueError as exc:  # one of the two service-account variables only
+            raise ConfigError(f"globus: {exc}") from exc
+        client = Client(app=app, do_version_check=False)
+        if isinstance(app, globus_sdk.UserApp) and app.login_required():
+            raise ConfigError(
+                "globus: not logged in to Globus Compute on this machine; run "
+                "'globus-compute-endpoint login' once, or set GLOBUS_COMPUTE_CLIENT_ID and "
+                "GLOBUS_COMPUTE_CLIENT_SECRET for a service account"
+            )
     client.fx_serializer = FastSerializer()
-    if isinstance(app, globus_sdk.UserApp) and app.login_required():
-        raise ConfigError(
-            "globus: not logged in to Globus Compute on this machine; run "
-            "'globus-compute-endpoint login' once, or set GLOBUS_COMPUTE_CLIENT_ID and "
-            "GLOBUS_COMPUTE_CLIENT_SECRET for a service account"
-        )
     return client if retries else _without_retries(client)
 
 
@@ -317,7 +319,7 @@ class GlobusBackend:
             return None, None
         where = f"task {task.task_id} ({task.method})"
         try:
-            size = len(FastSerializer().serialize((task.args, dict(task.kwargs))))
+            size = len(_SIZER.serialize((task.args, dict(task.kwargs))))
         except Exception as exc:
             message = f"cannot serialize the inputs of {where}: {exc}"
             return SiteError(self.name, "SerializationError", message, kind="rejected"), None

@@ -1,8 +1,8 @@
 """Globus Compute's serializer, with task inputs pickled by the standard (C) pickler.
 
 Globus Compute writes inputs as ``DillDataBase64``: a pickle stream written by dill, in base
-64. dill's pickler is the pure-Python one, and pickling a task's small tuple of inputs with it
-costs more thinker CPU than the rest of sending the task. A worker reads the stream with
+64. dill's pickler is the pure-Python one: it was 13 % of the thinker's time in a profile of
+bench/overhead.py's bursts (docs/benchmarks.md, 2026-12-04). A worker reads the stream with
 ``dill.loads``, which reads any pickle stream, so inputs that the C pickler writes the same way
 dill would are written by it, in the same format, and load unchanged on every worker.
 
@@ -24,17 +24,13 @@ import dill
 from globus_compute_sdk.serialize import ComputeSerializer, DillDataBase64
 
 
-class _NeedsDill(Exception):
-    """The inputs hold an object that dill pickles by value."""
-
-
 class _ByName(pickle.Pickler):
     """The C pickler, refusing functions and classes of ``__main__``."""
 
     def reducer_override(self, obj: Any) -> Any:
         """Refuse what only dill can send; leave everything else to the standard reducers."""
         if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
-            raise _NeedsDill
+            raise pickle.PicklingError(f"{obj.__qualname__} of __main__ travels by value")
         return NotImplemented
 
 
